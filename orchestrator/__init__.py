@@ -1,0 +1,1 @@
+"""gapsweep's orchestrator: sweep specs, Ray Tune execution, tracking and the CLI."""

@@ -1,0 +1,30 @@
+"""The project's error hierarchy. Only the CLI turns these into exit codes."""
+
+from __future__ import annotations
+
+
+class GapsweepError(Exception):
+    """Base of every error the orchestrator raises on purpose."""
+
+
+class InputError(GapsweepError):
+    """Bad input from the user: a spec, an argument or a file. Exit code 2.
+
+    Carries one message per problem so the CLI can print them one per line.
+    """
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class SpecError(InputError):
+    """A sweep spec that does not validate."""
+
+
+class ServiceError(GapsweepError):
+    """A service the run needs (Ray, MLflow, the results store) is unreachable. Exit code 1."""
+
+
+class SweepFailedError(GapsweepError):
+    """The sweep ran but some trials failed. Exit code 1."""

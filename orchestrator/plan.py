@@ -1,0 +1,163 @@
+"""Expansion of a spec into trials, each validated and keyed by a hash of its resolved config."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.errors import SpecError
+from orchestrator.spec import Domain, LoadedSpec, SweepSpec
+from orchestrator.trainer_registry import TRAINERS
+
+
+@dataclass(frozen=True)
+class Trial:
+    key: str
+    index: int
+    config: BaseModel
+    varied: dict[str, Any]  # dotted path -> value, for the parameters the spec sweeps
+
+    @property
+    def name(self) -> str:
+        """Short run name such as `temperature=0.01 seed=1`."""
+        return trial_name(self.varied)
+
+    @property
+    def config_json(self) -> str:
+        return self.config.model_dump_json()
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: SweepSpec
+    trials: list[Trial]
+    duplicates_dropped: int = 0
+
+
+def expand(loaded: LoadedSpec) -> Plan:
+    """All trials of the spec, in a stable order; raises SpecError listing every invalid value."""
+    spec = loaded.spec
+    assignments = _assignments(spec)
+    model = TRAINERS[spec.trainer].config_model
+    trials: list[Trial] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for varied in assignments:
+        try:
+            config = model.model_validate(_apply(spec.base, varied))
+        except ValidationError as exc:
+            problems += _value_problems(exc, varied, str(loaded.path))
+            continue
+        key = trial_key(spec.trainer, config)
+        if key in seen:
+            continue
+        seen.add(key)
+        trials.append(Trial(key=key, index=len(trials), config=config, varied=varied))
+    if problems:
+        raise SpecError(list(dict.fromkeys(problems)))
+    return Plan(spec=spec, trials=trials, duplicates_dropped=len(assignments) - len(trials))
+
+
+def trial_key(trainer: str, config: BaseModel) -> str:
+    """Content hash of the trainer name and the fully resolved config (defaults included)."""
+    payload = json.dumps(
+        {"trainer": trainer, "config": config.model_dump(mode="json")},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def trial_name(varied: dict[str, Any]) -> str:
+    leaves = [p.rsplit(".", 1)[-1] for p in varied]
+    parts = []
+    for (path, value), leaf in zip(varied.items(), leaves, strict=True):
+        label = leaf if leaves.count(leaf) == 1 else path
+        parts.append(f"{label}={format_value(value)}")
+    return " ".join(parts) or "trial"
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict to dotted names: {"loss": {"temperature": 0.1}} -> {"loss.temperature": 0.1}."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _assignments(spec: SweepSpec) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(spec.seed)
+    grid_paths = [p for p, d in spec.parameters.items() if d.kind == "grid"]
+    drawn_paths = [p for p, d in spec.parameters.items() if d.kind != "grid"]
+    grid_values = [spec.parameters[p].grid or [] for p in grid_paths]
+    out = []
+    for point in itertools.product(*grid_values):
+        for _ in range(spec.num_samples):
+            draws = {p: _draw(spec.parameters[p], rng) for p in drawn_paths}
+            fixed = dict(zip(grid_paths, point, strict=True))
+            out.append({p: {**fixed, **draws}[p] for p in spec.parameters})
+    return out
+
+
+def _draw(domain: Domain, rng: np.random.Generator) -> Any:
+    if domain.choice is not None:
+        return domain.choice[int(rng.integers(len(domain.choice)))]
+    if domain.uniform is not None:
+        return float(rng.uniform(*domain.uniform))
+    if domain.loguniform is not None:
+        low, high = domain.loguniform
+        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    if domain.randint is not None:
+        return int(rng.integers(*domain.randint))
+    raise ValueError(f"{domain.kind} values are enumerated, not drawn")
+
+
+def _apply(base: dict[str, Any], varied: dict[str, Any]) -> dict[str, Any]:
+    config = copy.deepcopy(base)
+    for path, value in varied.items():
+        node = config
+        *parents, leaf = path.split(".")
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[leaf] = value
+    return config
+
+
+def _value_problems(exc: ValidationError, varied: dict[str, Any], source: str) -> list[str]:
+    """Name the swept parameter whose value is invalid, so one bad grid value reads as one line."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        owner = next((p for p in varied if loc == p or loc.startswith(p + ".")), None)
+        if owner is not None:
+            lines.append(
+                f"{source}: parameters.{owner}: value {varied[owner]!r}: {loc}: {msg}"
+                if loc != owner
+                else f"{source}: parameters.{owner}: value {varied[owner]!r}: {msg}"
+            )
+        else:
+            lines.append(f"{source}: {loc}: {msg} (with {trial_name(varied)})")
+    return lines

@@ -1,0 +1,264 @@
+"""The sweep spec: Pydantic models, safe YAML loading, and validation with one line per problem.
+
+A spec names a trainer, a `base` trial config every trial starts from, and `parameters`: dotted
+paths into the trial config, each with one search domain.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.errors import SpecError
+from orchestrator.trainer_registry import METRIC_NAMES, TRAINERS, config_paths
+
+DOMAIN_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Domain(_Frozen):
+    """Exactly one of: `grid` (every value), `choice` (drawn), `uniform`, `loguniform`
+    (`[low, high]`, drawn) or `randint` (`[low, high)`, drawn)."""
+
+    grid: list[Any] | None = Field(None, min_length=1)
+    choice: list[Any] | None = Field(None, min_length=1)
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Domain:
+        given = [k for k in DOMAIN_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(DOMAIN_KINDS)} (got {len(given)})")
+        bounds = self.uniform or self.loguniform or self.randint
+        if bounds is not None and not bounds[0] < bounds[1]:
+            raise ValueError(f"{given[0]} needs low < high, got {list(bounds)}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform needs low > 0")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in DOMAIN_KINDS if getattr(self, k) is not None)
+
+
+class MetricSpec(_Frozen):
+    name: str = "loss"
+    mode: Literal["min", "max"] = "min"
+
+    @field_validator("name")
+    @classmethod
+    def _known_metric(cls, name: str) -> str:
+        if name not in METRIC_NAMES:
+            hint = _did_you_mean(name, METRIC_NAMES) or f"; known: {', '.join(METRIC_NAMES)}"
+            raise ValueError(f"unknown metric {name!r}{hint}")
+        return name
+
+
+class Resources(_Frozen):
+    cpu: float = Field(1.0, gt=0, le=1024)
+    gpu: float = Field(0.0, ge=0, le=64)
+
+
+class SweepSpec(_Frozen):
+    name: str = Field(min_length=1, max_length=100)
+    description: str = ""
+    trainer: str = "dual_encoder"
+    base: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Domain] = Field(default_factory=dict)
+    search: Literal["grid", "random"] = "grid"
+    seed: int = Field(0, ge=0, description="seed of the random draws of the search")
+    num_samples: int = Field(1, ge=1, le=100_000)
+    metric: MetricSpec = MetricSpec()
+    resources: Resources = Resources()
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    max_failures: int = Field(0, ge=0, le=100)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise ValueError(
+                f"{name!r}: use only letters, digits, '-', '_' and '.' "
+                "(the name becomes a folder and the MLflow experiment)"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _known_trainer(self) -> SweepSpec:
+        if self.trainer not in TRAINERS:
+            raise ValueError(f"unknown trainer {self.trainer!r}; known: {', '.join(TRAINERS)}")
+        return self
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    spec: SweepSpec
+    text: str
+    path: Path
+
+    @property
+    def spec_hash(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+
+def load_spec(path: Path) -> LoadedSpec:
+    """Read, parse and validate a spec file; every problem found is raised at once."""
+    text = _read_text(path)
+    data = _parse_yaml(text, path)
+    problems: list[str] = []
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        problems += format_validation_error(exc, prefix=str(path))
+        spec = None
+    # Check base and parameter paths even when the spec has other errors, so one run of
+    # `validate` lists everything there is to fix.
+    trainer = data.get("trainer", "dual_encoder")
+    if trainer in TRAINERS:
+        base, parameters = data.get("base"), data.get("parameters")
+        if isinstance(base, dict):
+            problems += _check_base(trainer, base, path)
+        if isinstance(parameters, dict):
+            problems += _check_parameter_paths(trainer, [str(p) for p in parameters], path)
+    if spec is not None:
+        problems += _check_search(spec, path)
+    if problems or spec is None:
+        raise SpecError(problems)
+    return LoadedSpec(spec=spec, text=text, path=path)
+
+
+def format_validation_error(exc: ValidationError, prefix: str, loc_prefix: str = "") -> list[str]:
+    lines = []
+    for err in exc.errors(include_url=False):
+        parts = [str(p) for p in err["loc"]]
+        loc = f"{loc_prefix}{'.'.join(parts)}" if parts else loc_prefix.rstrip(".")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key" + _did_you_mean(parts[-1], _known_keys(parts[:-1]))
+        lines.append(f"{prefix}: {loc or '(top level)'}: {msg}")
+    return lines
+
+
+def _known_keys(parent: list[str]) -> list[str]:
+    """The keys allowed where an unknown one was found, for a "did you mean" hint."""
+    if not parent:
+        return list(SweepSpec.model_fields)
+    if parent[0] == "parameters":
+        return list(DOMAIN_KINDS)
+    nested = {"metric": MetricSpec, "resources": Resources}.get(parent[0])
+    return list(nested.model_fields) if nested else []
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory, not a spec file") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys instead of keeping the last one."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_unique_mapping,  # type: ignore[arg-type]
+)
+
+
+def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{path}: invalid YAML: {where}{problem}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: invalid YAML: nested too deeply") from None
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise SpecError(f"{path}: a spec is a mapping of keys (name, base, parameters, ...), got {got}")
+    return data
+
+
+def _check_base(trainer: str, base: dict[str, Any], path: Path) -> list[str]:
+    model = TRAINERS[trainer].config_model
+    try:
+        model.model_validate(base)
+    except ValidationError as exc:
+        return format_validation_error(exc, prefix=str(path), loc_prefix="base.")
+    return []
+
+
+def _check_parameter_paths(trainer: str, dotted_paths: list[str], path: Path) -> list[str]:
+    known = config_paths(TRAINERS[trainer].config_model)
+    problems = []
+    for dotted in dotted_paths:
+        if dotted not in known:
+            hint = _did_you_mean(dotted, sorted(known))
+            problems.append(f"{path}: parameters.{dotted}: unknown parameter path{hint}")
+    return problems
+
+
+def _check_search(spec: SweepSpec, path: Path) -> list[str]:
+    kinds = {p: d.kind for p, d in spec.parameters.items()}
+    problems = []
+    if spec.search == "random":
+        problems += [
+            f"{path}: parameters.{p}: grid is only for search: grid; use choice to draw values"
+            for p, k in kinds.items()
+            if k == "grid"
+        ]
+    elif spec.num_samples > 1 and all(k == "grid" for k in kinds.values()):
+        problems.append(
+            f"{path}: num_samples: {spec.num_samples} repeats of identical grid trials would be "
+            "the same trial; put seeds in the grid (e.g. seed: {grid: [0, 1]}) instead"
+        )
+    return problems
+
+
+def _did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

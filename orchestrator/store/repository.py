@@ -1,0 +1,262 @@
+"""The results store: every write and read of sweeps, trials and metric series goes through here.
+
+Contract: a trial is identified by (sweep name, key) and has exactly one row; its metric series
+holds at most one value per (step, name); a trial's status moves pending -> running ->
+completed | failed | stopped, and a trial that completed is never reset by `register_trials`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.errors import InputError, ServiceError
+from orchestrator.store.models import Base, MetricRow, SweepRow, TrialRow, utcnow
+
+TERMINAL = ("completed", "failed", "stopped")
+
+
+@dataclass(frozen=True)
+class NewTrial:
+    key: str
+    name: str
+    position: int
+    config: dict[str, Any]
+    varied: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrialView:
+    key: str
+    name: str
+    status: str
+    attempts: int
+    config: dict[str, Any]
+    varied: dict[str, Any]
+    metrics: dict[str, float]
+    error: str | None
+    host: str | None
+    node_id: str | None
+    mlflow_run_id: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SweepView:
+    name: str
+    metric_name: str
+    metric_mode: str
+    mlflow_experiment_id: str | None
+    mlflow_run_id: str | None
+    created_at: datetime
+
+
+class ResultsStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise ServiceError(
+                f"results store {mask_url(url)} is unreachable: {exc.orig}"
+            ) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # -- sweeps -------------------------------------------------------------------------------
+
+    def upsert_sweep(
+        self, name: str, trainer: str, spec_text: str, spec_hash: str, metric: tuple[str, str]
+    ) -> SweepView:
+        with self._session() as s:
+            row = s.scalar(select(SweepRow).where(SweepRow.name == name))
+            if row is None:
+                row = SweepRow(name=name, created_at=utcnow())
+                s.add(row)
+            row.trainer, row.spec_text, row.spec_hash = trainer, spec_text, spec_hash
+            row.metric_name, row.metric_mode = metric
+            s.flush()
+            return _sweep_view(row)
+
+    def get_sweep(self, name: str) -> SweepView | None:
+        with self._session() as s:
+            row = s.scalar(select(SweepRow).where(SweepRow.name == name))
+            return None if row is None else _sweep_view(row)
+
+    def list_sweeps(self) -> list[SweepView]:
+        with self._session() as s:
+            return [_sweep_view(r) for r in s.scalars(select(SweepRow).order_by(SweepRow.id))]
+
+    def set_sweep_mlflow(self, name: str, experiment_id: str, run_id: str) -> None:
+        with self._session() as s:
+            row = s.scalars(select(SweepRow).where(SweepRow.name == name)).one()
+            row.mlflow_experiment_id, row.mlflow_run_id = experiment_id, run_id
+
+    # -- trials -------------------------------------------------------------------------------
+
+    def register_trials(self, sweep: str, trials: Sequence[NewTrial]) -> dict[str, str]:
+        """Add the trials not yet stored as pending; return every planned key's current status."""
+        with self._session() as s:
+            sweep_id = self._sweep_id(s, sweep)
+            existing = {
+                r.key: r for r in s.scalars(select(TrialRow).where(TrialRow.sweep_id == sweep_id))
+            }
+            for t in trials:
+                row = existing.get(t.key)
+                if row is None:
+                    s.add(TrialRow(
+                        sweep_id=sweep_id, key=t.key, name=t.name, position=t.position,
+                        config=t.config, varied=t.varied, status="pending", attempts=0,
+                    ))
+                else:
+                    row.name, row.position = t.name, t.position
+            return {t.key: existing[t.key].status if t.key in existing else "pending"
+                    for t in trials}
+
+    def mark_running(self, sweep: str, key: str, host: str | None, node_id: str | None) -> int:
+        """A new attempt starts: its earlier partial series is dropped. Returns the attempt number."""
+        with self._session() as s:
+            row = self._trial(s, sweep, key)
+            row.status, row.attempts = "running", row.attempts + 1
+            row.host, row.node_id, row.started_at, row.ended_at = host, node_id, utcnow(), None
+            row.error, row.last_step, row.final_metrics = None, None, None
+            s.execute(delete(MetricRow).where(MetricRow.trial_id == row.id))
+            return row.attempts
+
+    def set_placement(self, sweep: str, key: str, host: str | None, node_id: str | None) -> None:
+        with self._session() as s:
+            row = self._trial(s, sweep, key)
+            row.host, row.node_id = host, node_id
+
+    def set_trial_run_id(self, sweep: str, key: str, run_id: str) -> None:
+        with self._session() as s:
+            self._trial(s, sweep, key).mlflow_run_id = run_id
+
+    def record_metrics(self, sweep: str, key: str, step: int, metrics: dict[str, float]) -> None:
+        with self._session() as s:
+            row = self._trial(s, sweep, key)
+            s.execute(delete(MetricRow).where(MetricRow.trial_id == row.id, MetricRow.step == step))
+            s.add_all(
+                MetricRow(trial_id=row.id, step=step, name=n, value=v)
+                for n, v in metrics.items()
+                if math.isfinite(v)
+            )
+            row.last_step = step
+
+    def finish_trial(
+        self, sweep: str, key: str, status: str, metrics: dict[str, float] | None,
+        error: str | None = None,
+    ) -> None:
+        if status not in TERMINAL:
+            raise ValueError(f"not a terminal status: {status}")
+        with self._session() as s:
+            row = self._trial(s, sweep, key)
+            row.status, row.ended_at, row.error = status, utcnow(), error
+            if metrics is not None:
+                row.final_metrics = metrics
+
+    def trials(self, sweep: str) -> list[TrialView]:
+        with self._session() as s:
+            sweep_id = self._sweep_id(s, sweep)
+            rows = s.scalars(
+                select(TrialRow).where(TrialRow.sweep_id == sweep_id).order_by(TrialRow.position)
+            )
+            return [_trial_view(r) for r in rows]
+
+    def metric_series(self, sweep: str, key: str, name: str) -> list[tuple[int, float]]:
+        with self._session() as s:
+            row = self._trial(s, sweep, key)
+            q = (
+                select(MetricRow.step, MetricRow.value)
+                .where(MetricRow.trial_id == row.id, MetricRow.name == name)
+                .order_by(MetricRow.step)
+            )
+            return [(int(step), float(value)) for step, value in s.execute(q)]
+
+    def count_metric_rows(self, sweep: str) -> int:
+        with self._session() as s:
+            q = (
+                select(func.count(MetricRow.id))
+                .join(TrialRow, MetricRow.trial_id == TrialRow.id)
+                .where(TrialRow.sweep_id == self._sweep_id(s, sweep))
+            )
+            return int(s.scalar(q) or 0)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _sweep_id(s: Session, sweep: str) -> int:
+        sweep_id = s.scalar(select(SweepRow.id).where(SweepRow.name == sweep))
+        if sweep_id is None:
+            raise InputError(f"no sweep named {sweep!r} in the results store")
+        return sweep_id
+
+    def _trial(self, s: Session, sweep: str, key: str) -> TrialRow:
+        sweep_id = self._sweep_id(s, sweep)
+        return s.scalars(
+            select(TrialRow).where(TrialRow.sweep_id == sweep_id, TrialRow.key == key)
+        ).one()
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def _make_engine(url: str) -> Engine:
+    try:
+        engine = create_engine(url)
+    except (ArgumentError, ImportError, ValueError) as exc:
+        raise InputError(f"results store URL {mask_url(url)!r} is not usable: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (`orchestrator results`) run while the sweep writes; the busy timeout
+    # makes a second writer wait instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sweep_view(row: SweepRow) -> SweepView:
+    return SweepView(
+        name=row.name, metric_name=row.metric_name, metric_mode=row.metric_mode,
+        mlflow_experiment_id=row.mlflow_experiment_id, mlflow_run_id=row.mlflow_run_id,
+        created_at=row.created_at,
+    )
+
+
+def _trial_view(row: TrialRow) -> TrialView:
+    return TrialView(
+        key=row.key, name=row.name, status=row.status, attempts=row.attempts,
+        config=row.config, varied=row.varied, metrics=dict(row.final_metrics or {}),
+        error=row.error, host=row.host, node_id=row.node_id, mlflow_run_id=row.mlflow_run_id,
+        started_at=row.started_at, ended_at=row.ended_at,
+    )

@@ -1,0 +1,114 @@
+"""MLflow tracking, driver side: one parent run per sweep, one nested child run per trial.
+
+Uses `MlflowClient` rather than the fluent API so that no global "active run" state is involved
+and several trials' runs can be open at once. Run ids are kept in the results store, so a sweep
+that is submitted again reuses its runs instead of creating duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.errors import ServiceError
+from orchestrator.store.repository import mask_url
+
+PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
+SWEEP_TAG, KEY_TAG = "gapsweep.sweep", "gapsweep.trial_key"
+
+
+class MlflowTracker:
+    def __init__(self, tracking_uri: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        # MLflow logs its schema migrations at INFO on every new store; not news to a user.
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def experiment_for(self, sweep: str) -> str:
+        """The experiment named after the sweep, created on first use."""
+        try:
+            experiment = self.client.get_experiment_by_name(sweep)
+            if experiment is not None:
+                if experiment.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(experiment.experiment_id)
+                return str(experiment.experiment_id)
+            return str(self.client.create_experiment(sweep))
+        except Exception as exc:  # MLflow raises many types for an unreachable store
+            raise ServiceError(
+                f"MLflow tracking store {mask_url(self.uri)} is unreachable or unusable: "
+                f"{_first_line(exc)}"
+            ) from None
+
+    def start_sweep_run(
+        self, experiment_id: str, sweep: str, spec_text: str, existing: str | None
+    ) -> str:
+        run_id = self._reusable(existing)
+        if run_id is None:
+            run = self.client.create_run(
+                experiment_id, run_name=sweep, tags={SWEEP_TAG: sweep, "gapsweep.role": "sweep"}
+            )
+            run_id = run.info.run_id
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        self.client.log_text(run_id, spec_text, "spec.yaml")
+        return run_id
+
+    def start_trial_run(
+        self,
+        experiment_id: str,
+        parent_run_id: str,
+        sweep: str,
+        trial: tuple[str, str],
+        params: Mapping[str, Any],
+        existing: str | None,
+    ) -> str:
+        """A child run for the trial (key, name), reusing `existing` when it is still there."""
+        key, name = trial
+        run_id = self._reusable(existing)
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        tags = {"mlflow.parentRunId": parent_run_id, SWEEP_TAG: sweep, KEY_TAG: key}
+        if "seed" in params:
+            tags["gapsweep.seed"] = str(params["seed"])
+        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
+        self._log_params(run.info.run_id, params)
+        return str(run.info.run_id)
+
+    def log_metrics(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in sorted(params.items())]
+        for start in range(0, len(items), PARAM_BATCH):
+            self.client.log_batch(run_id, params=items[start : start + PARAM_BATCH])
+
+    def _reusable(self, run_id: str | None) -> str | None:
+        if run_id is None:
+            return None
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:  # deleted or from another tracking store: make a new one
+            return None
+        return None if run.info.lifecycle_stage == "deleted" else run_id
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

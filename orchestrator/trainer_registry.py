@@ -1,0 +1,67 @@
+"""The trainers a spec may name, and the metric vocabulary shared by every part of the product.
+
+A static table rather than a plugin mechanism: a spec can only pick a trainer that is listed
+here, so nothing in a spec ever imports or executes arbitrary code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from trainers.config import TrialConfig
+
+METRIC_NAMES = (
+    "loss",
+    "temperature",
+    "gap_norm",
+    "centroid_cosine",
+    "paired_cosine",
+    "paired_distance",
+    "rmg",
+    "cone_cosine_a",
+    "cone_cosine_b",
+    "linear_separability",
+    "alignment",
+    "uniformity_a",
+    "uniformity_b",
+    "zero_shot_acc",
+    "recall_at_1_a2b",
+    "recall_at_1_b2a",
+    "train_loss",
+)
+
+Report = Callable[[int, dict[str, float]], None]
+
+
+def _run_dual_encoder(config: BaseModel, report: Report) -> dict[str, float]:
+    from trainers.dual_encoder import train_dual_encoder  # torch is imported in workers only
+
+    assert isinstance(config, TrialConfig)  # guaranteed by the registry entry
+    return train_dual_encoder(config, report).metrics
+
+
+@dataclass(frozen=True)
+class TrainerEntry:
+    config_model: type[BaseModel]
+    run: Callable[[BaseModel, Report], dict[str, float]]
+
+
+TRAINERS: dict[str, TrainerEntry] = {
+    "dual_encoder": TrainerEntry(config_model=TrialConfig, run=_run_dual_encoder),
+}
+
+
+def config_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
+    """Every dotted path a spec may set: each field, and inside nested configs each of theirs."""
+    paths: set[str] = set()
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.add(path)
+        annotation: Any = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths |= config_paths(annotation, f"{path}.")
+    return paths

@@ -1,0 +1,1 @@
+"""gapsweep's trainers: pure PyTorch/NumPy science, free of Ray, MLflow and SQLAlchemy."""

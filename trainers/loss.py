@@ -1,0 +1,41 @@
+"""Symmetric InfoNCE (CLIP's loss) and the temperature as an explicit log-scale parameter."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Temperature(nn.Module):
+    """Holds log(1/tau), as open_clip does, so a learned temperature stays positive.
+
+    When learnable, 1/tau is clamped to 1/min_temperature (CLIP's 100 for min 0.01) so the
+    logits cannot blow up.
+    """
+
+    def __init__(self, temperature: float, learnable: bool, min_temperature: float) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(
+            torch.tensor(math.log(1.0 / temperature)), requires_grad=learnable
+        )
+        self.max_log_scale = math.log(1.0 / min_temperature) if learnable else math.inf
+
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.clamp(max=self.max_log_scale).exp()
+
+    def value(self) -> float:
+        return float(1.0 / self.scale().detach())
+
+
+def contrastive_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Mean of the a->b and b->a cross-entropies over the in-batch similarity matrix.
+
+    `a` and `b` are L2-normalised (N, d) embeddings with row i of each a matched pair;
+    `scale` is 1/tau.
+    """
+    logits = scale * a @ b.T
+    targets = torch.arange(a.shape[0], device=a.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
