@@ -1,60 +1,207 @@
 """Modality-gap metrics on paired embeddings (definitions: DESIGN.md section 2).
 
 Modality a is the first tower, b the second; row i of both is one matched pair. Inputs are
-L2-normalised first and every sum is accumulated in float64.
+L2-normalised first and every sum is accumulated in float64. The trainer and `orchestrator
+analyze` both measure through this module:
+
+- `gap_metrics(a, b)`: the O(N·d) metrics, cheap enough for every eval step.
+- `gap_report(a, b, ...)`: every metric and the gap shift curve; the O(N·d) ones in one
+  streaming pass (memory maps larger than RAM are fine), the rest on all pairs up to
+  `max_pairs` and on a seeded sample beyond, which the report records.
+- `procrustes_rotation(source, target)`: the rotation that closes the gap at init.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
-import torch
+import numpy.typing as npt
 
-ArrayLike = np.ndarray | torch.Tensor
+from trainers.errors import DataError
+from trainers.gap_pairwise import linear_separability, pc1_variance_ratio, within_modality
+from trainers.gap_shift import (
+    DEFAULT_LAMBDAS,
+    DEFAULT_TEMPERATURE,
+    ShiftPoint,
+    gap_direction,
+    shift_curve,
+    shift_pairs,
+)
+from trainers.gap_shift import procrustes_rotation as _procrustes
+from trainers.gap_stream import (
+    STREAMING_METRICS,
+    ArrayLike,
+    GapAccumulator,
+    as_numpy,
+    normalised,
+    stream_gap_metrics,
+)
+
+__all__ = [
+    "DEFAULT_LAMBDAS",
+    "DEFAULT_MAX_PAIRS",
+    "DEFAULT_TEMPERATURE",
+    "METRIC_NAMES",
+    "SAMPLED_METRICS",
+    "STREAMING_METRICS",
+    "GapAccumulator",
+    "GapReport",
+    "ShiftPoint",
+    "gap_direction",
+    "gap_metrics",
+    "gap_report",
+    "procrustes_rotation",
+    "shift_curve",
+    "shift_pairs",
+    "stream_gap_metrics",
+]
+
+# Metrics that need all pairs, a dxd matrix or a fitted classifier: exact up to this many
+# pairs (the paper's 5,000 MSCOCO pairs), a seeded sample of this size beyond.
+DEFAULT_MAX_PAIRS = 5000
+SAMPLED_METRICS: tuple[str, ...] = (
+    "cone_min_cosine_a",
+    "cone_min_cosine_b",
+    "linear_separability",
+    "uniformity_a",
+    "uniformity_b",
+    "pc1_variance_ratio",
+)
+METRIC_NAMES: tuple[str, ...] = (
+    "gap_norm",
+    "centroid_cosine",
+    "paired_cosine",
+    "paired_distance",
+    "rmg",
+    "cone_cosine_a",
+    "cone_cosine_b",
+    "cone_min_cosine_a",
+    "cone_min_cosine_b",
+    "linear_separability",
+    "alignment",
+    "uniformity_a",
+    "uniformity_b",
+    "pc1_variance_ratio",
+)
 
 
-def _as_float64(x: ArrayLike) -> torch.Tensor:
-    t = torch.as_tensor(x).detach()
-    return t.to(device="cpu", dtype=torch.float64)
+@dataclass(frozen=True)
+class GapReport:
+    """Every gap metric of one pair of embedding sets, and how it was computed."""
 
+    metrics: dict[str, float]
+    shift: tuple[ShiftPoint, ...]
+    n_pairs: int
+    dim: int
+    sample_size: int  # pairs behind SAMPLED_METRICS and the shift curve
+    centroid_a: npt.NDArray[np.float64]
+    centroid_b: npt.NDArray[np.float64]
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    @property
+    def sampled(self) -> bool:
+        return self.sample_size < self.n_pairs
 
-
-def _cone_cosine(x: torch.Tensor) -> float:
-    # Mean cosine over pairs i != j of unit vectors: (||sum x||^2 - N) / (N (N - 1)); O(N d).
-    n = x.shape[0]
-    if n < 2:
-        return float("nan")
-    s = x.sum(dim=0)
-    return float((s.dot(s) - n) / (n * (n - 1)))
+    def to_json_dict(self) -> dict[str, Any]:
+        """Exactly the metric names, then `shift`: the vocabulary of DESIGN.md section 4."""
+        out: dict[str, Any] = {name: self.metrics[name] for name in METRIC_NAMES}
+        out["shift"] = [point.to_dict() for point in self.shift]
+        return out
 
 
 def gap_metrics(a: ArrayLike, b: ArrayLike) -> dict[str, float]:
-    """The O(N·d) gap metrics of two paired embedding sets of shape (N, d)."""
-    x, y = _normalise(_as_float64(a)), _normalise(_as_float64(b))
-    mean_x, mean_y = x.mean(dim=0), y.mean(dim=0)
-    gap = mean_x - mean_y
-    paired_cos = (x * y).sum(dim=1)
-    diff_norm_sq = (x - y).pow(2).sum(dim=1)
-    cone_a, cone_b = _cone_cosine(x), _cone_cosine(y)
-    centroid_cos = float(mean_x.dot(mean_y) / (mean_x.norm() * mean_y.norm()).clamp_min(1e-12))
+    """The O(N·d) gap metrics (STREAMING_METRICS) of two paired sets of shape (N, d)."""
+    return stream_gap_metrics(a, b).result()
+
+
+def sample_indices(n: int, max_pairs: int, seed: int) -> npt.NDArray[np.intp] | None:
+    """Sorted seeded sample of `max_pairs` of `n` pair indices, or None to use them all."""
+    if n <= max_pairs:
+        return None
+    picked = np.random.default_rng(seed).choice(n, size=max_pairs, replace=False)
+    return np.sort(picked)  # sorted: a memory-mapped file is then read front to back
+
+
+def gap_report(
+    a: ArrayLike,
+    b: ArrayLike,
+    *,
+    labels: npt.NDArray[np.generic] | None = None,
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
+    temperature: float = DEFAULT_TEMPERATURE,
+    max_pairs: int = DEFAULT_MAX_PAIRS,
+    seed: int = 0,
+    names: tuple[str, str] = ("a", "b"),
+    chunk_rows: int | None = None,
+) -> GapReport:
+    """Every metric of METRIC_NAMES and the shift curve over `lambdas`.
+
+    `a` and `b` may be memory maps larger than RAM. `labels` (one class per pair) add zero-shot
+    accuracy to the shift curve; the sample (when N > max_pairs) is drawn with `seed`, which
+    also fixes the train/test split of `linear_separability`.
+    """
+    if max_pairs < 2:
+        raise DataError(f"max_pairs must be at least 2, got {max_pairs}")
+    if labels is not None and len(labels) != a.shape[0]:
+        raise DataError(f"{len(labels)} labels for {a.shape[0]} pairs; need one label per pair")
+    acc = stream_gap_metrics(a, b, chunk_rows=chunk_rows, names=names)
+    if acc.count < 2:
+        raise DataError(f"need at least 2 pairs, got {acc.count}")
+    picked = sample_indices(acc.count, max_pairs, seed)
+    x, y, sample_labels = _analysis_set(a, b, labels, picked, names)
+    metrics = acc.result() | _sampled_metrics(x, y, seed)
+    direction = gap_direction(acc.centroid_a, acc.centroid_b)
+    curve = shift_curve(
+        x, y, lambdas=lambdas, temperature=temperature, direction=direction, labels=sample_labels
+    )
+    return GapReport(
+        metrics={name: metrics[name] for name in METRIC_NAMES},
+        shift=curve,
+        n_pairs=acc.count,
+        dim=acc.dim,
+        sample_size=x.shape[0],
+        centroid_a=acc.centroid_a,
+        centroid_b=acc.centroid_b,
+    )
+
+
+def _analysis_set(
+    a: ArrayLike,
+    b: ArrayLike,
+    labels: npt.NDArray[np.generic] | None,
+    picked: npt.NDArray[np.intp] | None,
+    names: tuple[str, str],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.generic] | None]:
+    a_np, b_np = as_numpy(a), as_numpy(b)
+    if picked is None:
+        return normalised(a_np, names[0]), normalised(b_np, names[1]), labels
+    sample_labels = None if labels is None else np.asarray(labels)[picked]
+    return normalised(a_np[picked], names[0]), normalised(b_np[picked], names[1]), sample_labels
+
+
+def _sampled_metrics(
+    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], seed: int
+) -> dict[str, float]:
+    min_a, uniformity_a = within_modality(x)
+    min_b, uniformity_b = within_modality(y)
     return {
-        "gap_norm": float(gap.norm()),
-        "centroid_cosine": centroid_cos,
-        "paired_cosine": float(paired_cos.mean()),
-        "paired_distance": float(diff_norm_sq.sqrt().mean()),
-        "rmg": _relative_modality_gap(float(paired_cos.mean()), cone_a, cone_b),
-        "cone_cosine_a": cone_a,
-        "cone_cosine_b": cone_b,
-        "alignment": float(diff_norm_sq.mean()),
+        "cone_min_cosine_a": min_a,
+        "cone_min_cosine_b": min_b,
+        "linear_separability": linear_separability(x, y, seed=seed),
+        "uniformity_a": uniformity_a,
+        "uniformity_b": uniformity_b,
+        "pc1_variance_ratio": pc1_variance_ratio(x, y),
     }
 
 
-def _relative_modality_gap(paired_cos: float, cone_a: float, cone_b: float) -> float:
-    def dist(mean_cos: float) -> float:
-        return 1.0 - (mean_cos + 1.0) / 2.0
+def procrustes_rotation(
+    source: ArrayLike, target: ArrayLike, *, proper: bool = False
+) -> npt.NDArray[np.float64]:
+    """Orthogonal dxd R with normalised(source)·R ≈ normalised(target), pair by pair.
 
-    d_m, d_a, d_b = dist(paired_cos), dist(cone_a), dist(cone_b)
-    denom = d_m + (d_a + d_b) / 2.0
-    return d_m / denom if denom > 0 else 0.0
+    To close the gap at init, take R = procrustes_rotation(b, a) and use b·R (for a final
+    Linear layer with weight W of shape (out, in): W ← Rᵀ·W). `proper=True` excludes
+    reflections.
+    """
+    return _procrustes(normalised(source, "source"), normalised(target, "target"), proper=proper)
