@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,7 +48,7 @@ Address = Annotated[
 ]
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
@@ -91,8 +91,9 @@ def plan(spec: SpecArg, results_db: ResultsDb = "sqlite:///results.db") -> None:
     with exit_codes():
         the_plan = expand(load_spec(spec))
         statuses = _stored_statuses(results_db, the_plan.spec.name)
-    table = Table(title=f"sweep {the_plan.spec.name}: {len(the_plan.trials)} trials",
-                  title_justify="left")
+    table = Table(
+        title=f"sweep {the_plan.spec.name}: {len(the_plan.trials)} trials", title_justify="left"
+    )
     for column in ("#", "key", "trial", "stored status", "will run"):
         table.add_column(column)
     for t in the_plan.trials:
@@ -120,8 +121,9 @@ def submit(
     with exit_codes():
         loaded = load_spec(spec)
         the_plan = expand(loaded)
-        settings = Settings(mlflow_uri=mlflow_uri, results_db=results_db, storage=storage,
-                            address=address)
+        settings = Settings(
+            mlflow_uri=mlflow_uri, results_db=results_db, storage=storage, address=address
+        )
         console.print(f"sweep [bold]{the_plan.spec.name}[/]: {len(the_plan.trials)} trials")
         store = ResultsStore(results_db)
         try:
@@ -131,8 +133,14 @@ def submit(
     rows = [(t.status, t.varied, t.metrics) for t in outcome.trials]
     metric = the_plan.spec.metric
     console.print()
-    console.print(summary_table(f"summary of {the_plan.spec.name}, best {metric.name} first",
-                                rows, metric.name, metric.mode))
+    console.print(
+        summary_table(
+            f"summary of {the_plan.spec.name}, best {metric.name} first",
+            rows,
+            metric.name,
+            metric.mode,
+        )
+    )
     console.print(
         f"results: orchestrator results {the_plan.spec.name}    "
         f"runs: mlflow ui --backend-store-uri {mlflow_uri}"
@@ -165,9 +173,16 @@ def results(
             store.close()
     records = [
         {
-            "key": t.key, "name": t.name, "status": t.status, "attempts": t.attempts,
-            "params": flatten(t.config), "metrics": t.metrics, "error": t.error,
-            "host": t.host, "node": t.node_id, "mlflow_run_id": t.mlflow_run_id,
+            "key": t.key,
+            "name": t.name,
+            "status": t.status,
+            "attempts": t.attempts,
+            "params": flatten(t.config),
+            "metrics": t.metrics,
+            "error": t.error,
+            "host": t.host,
+            "node": t.node_id,
+            "mlflow_run_id": t.mlflow_run_id,
         }
         for t in trials
     ]
@@ -191,11 +206,15 @@ def _to_csv(records: list[dict[str, Any]]) -> str:
     writer = csv.writer(out)
     writer.writerow(["key", "name", "status", *params, *metrics])
     for r in records:
-        writer.writerow([
-            r["key"], r["name"], r["status"],
-            *(format_value(r["params"].get(p, "")) for p in params),
-            *(r["metrics"].get(m, "") for m in metrics),
-        ])
+        writer.writerow(
+            [
+                r["key"],
+                r["name"],
+                r["status"],
+                *(format_value(r["params"].get(p, "")) for p in params),
+                *(r["metrics"].get(m, "") for m in metrics),
+            ]
+        )
     return out.getvalue()
 
 
@@ -216,14 +235,15 @@ def _stored_statuses(results_db: str, sweep: str) -> dict[str, str]:
 
 def _missing_sqlite_file(url: str) -> bool:
     prefix = "sqlite:///"
-    return url.startswith(prefix) and not Path(url[len(prefix):]).exists()
+    return url.startswith(prefix) and not Path(url[len(prefix) :]).exists()
 
 
 def _require_sqlite_file(url: str) -> None:
     # Reading from a store that does not exist would silently create an empty one.
     if _missing_sqlite_file(url):
-        raise InputError(f"no results store at {url}; run `orchestrator submit SPEC` first "
-                         "or pass --results-db")
+        raise InputError(
+            f"no results store at {url}; run `orchestrator submit SPEC` first or pass --results-db"
+        )
 
 
 if __name__ == "__main__":

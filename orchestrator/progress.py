@@ -41,8 +41,13 @@ class SweepProgress:
     def add(self, key: str, name: str, varied: dict[str, Any], status: str = "pending") -> None:
         self.lines[key] = TrialLine(name=name, varied=varied, status=status)
 
-    def update(self, key: str, status: str | None = None, step: int | None = None,
-               metrics: dict[str, float] | None = None) -> None:
+    def update(
+        self,
+        key: str,
+        status: str | None = None,
+        step: int | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
         line = self.lines[key]
         if status is not None:
             line.status = status
@@ -80,6 +85,7 @@ def summary_table(
     title: str, rows: list[tuple[str, dict[str, Any], dict[str, float]]], metric: str, mode: str
 ) -> Table:
     """Rows (status, varied, final metrics) sorted best first by the sweep's metric."""
+
     def sort_key(row: tuple[str, dict[str, Any], dict[str, float]]) -> tuple[int, float]:
         value = row[2].get(metric)
         if value is None or not math.isfinite(value):
@@ -94,8 +100,10 @@ def summary_table(
     for path in paths:
         table.add_column(path, justify="right")
     for col in columns:
-        table.add_column(col + (" ▼" if col == metric and mode == "min" else
-                                " ▲" if col == metric else ""), justify="right")
+        table.add_column(
+            col + (" ▼" if col == metric and mode == "min" else " ▲" if col == metric else ""),
+            justify="right",
+        )
     for status, varied, metrics in ordered:
         style = STATUS_STYLE.get(status, "")
         table.add_row(

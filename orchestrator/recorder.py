@@ -16,11 +16,11 @@ from ray.tune import Callback
 from orchestrator.plan import Trial, flatten
 from orchestrator.progress import SweepProgress
 from orchestrator.store.repository import ResultsStore
-from orchestrator.trainer_registry import METRIC_NAMES
 from orchestrator.tracking import MlflowTracker
+from orchestrator.trainer_registry import METRIC_NAMES
 
 
-class Recorder(Callback):  # type: ignore[misc]  # Ray ships no type information
+class Recorder(Callback):
     def __init__(
         self,
         sweep: str,
@@ -74,7 +74,9 @@ class Recorder(Callback):  # type: ignore[misc]  # Ray ships no type information
         key = trial.config["trial_key"]
         step = int(result["step"])
         metrics = {
-            name: float(result[name]) for name in METRIC_NAMES if isinstance(result.get(name), int | float)
+            name: float(result[name])
+            for name in METRIC_NAMES
+            if isinstance(result.get(name), int | float)
         }
         if key not in self.placed:
             self.store.set_placement(self.sweep, key, result.get("host"), result.get("node_id"))

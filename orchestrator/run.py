@@ -55,7 +55,9 @@ def submit(
 
     progress = SweepProgress(spec.name, _total_steps(plan))
     for t in plan.trials:
-        progress.add(t.key, t.name, t.varied, "skipped" if statuses[t.key] == "completed" else "pending")
+        progress.add(
+            t.key, t.name, t.varied, "skipped" if statuses[t.key] == "completed" else "pending"
+        )
     if len(todo) < len(plan.trials):
         console.print(
             f"{len(plan.trials) - len(todo)} of {len(plan.trials)} trials already completed "
@@ -136,8 +138,11 @@ def _init_ray(address: str | None) -> None:
 
 def _new_trial(t: Trial) -> NewTrial:
     return NewTrial(
-        key=t.key, name=t.name, position=t.index,
-        config=t.config.model_dump(mode="json"), varied=t.varied,
+        key=t.key,
+        name=t.name,
+        position=t.index,
+        config=t.config.model_dump(mode="json"),
+        varied=t.varied,
     )
 
 
@@ -161,4 +166,3 @@ def _finish_parent(
     tracker.log_metrics(run_id, 0, summary)
     failed = any(v.status == "failed" for v in views)
     tracker.end_run(run_id, "FAILED" if failed else "FINISHED")
-

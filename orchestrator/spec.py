@@ -165,7 +165,8 @@ def _known_keys(parent: list[str]) -> list[str]:
         return list(SweepSpec.model_fields)
     if parent[0] == "parameters":
         return list(DOMAIN_KINDS)
-    nested = {"metric": MetricSpec, "resources": Resources}.get(parent[0])
+    sections: dict[str, type[BaseModel]] = {"metric": MetricSpec, "resources": Resources}
+    nested = sections.get(parent[0])
     return list(nested.model_fields) if nested else []
 
 
@@ -194,22 +195,20 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) 
         key = loader.construct_object(key_node)
         if key in seen:
             mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
         seen.add(key)
     return loader.construct_mapping(node)
 
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_unique_mapping,  # type: ignore[arg-type]
+    _construct_unique_mapping,
 )
 
 
 def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -219,7 +218,9 @@ def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
         raise SpecError(f"{path}: invalid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise SpecError(f"{path}: a spec is a mapping of keys (name, base, parameters, ...), got {got}")
+        raise SpecError(
+            f"{path}: a spec is a mapping of keys (name, base, parameters, ...), got {got}"
+        )
     return data
 
 

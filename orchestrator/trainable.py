@@ -31,5 +31,6 @@ def _match_threads_to_cpus() -> None:
     # A trial given 1 CPU should not spawn a thread per core and fight its neighbours.
     import torch
 
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    assigned = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
+    cpus = assigned.get("CPU", 1.0)
     torch.set_num_threads(max(1, int(cpus)))

@@ -92,9 +92,7 @@ def _make_split(
     images = masks[:, None, :, :] * rgb[:, :, None, None]
     images += rng.normal(0.0, config.noise, size=images.shape).astype(np.float32)
     captions = [
-        TEMPLATES[t].format(
-            size=list(SIZES)[s], colour=list(COLOURS)[c], shape=SHAPES[sh]
-        )
+        TEMPLATES[t].format(size=list(SIZES)[s], colour=list(COLOURS)[c], shape=SHAPES[sh])
         for t, s, c, sh in zip(template_ids, size_ids, colour_ids, shape_ids, strict=True)
     ]
     caption_ids = (shape_ids * len(COLOURS) + colour_ids) * len(SIZES) + size_ids
@@ -118,8 +116,9 @@ def _shape_masks(
     square = (np.abs(dx) <= 0.8 * h) & (np.abs(dy) <= 0.8 * h)
     # Upward triangle: inside the bottom edge and within the two slanted sides.
     triangle = (dy <= h) & (np.abs(dx) <= (dy + h) / 2.0)
-    cross = ((np.abs(dx) <= h / 3.0) | (np.abs(dy) <= h / 3.0)) & (np.abs(dx) <= h) & (
-        np.abs(dy) <= h
+    cross = (
+        ((np.abs(dx) <= h / 3.0) | (np.abs(dy) <= h / 3.0)) & (np.abs(dx) <= h) & (np.abs(dy) <= h)
     )
     stacked = np.stack([circle, square, triangle, cross])
-    return stacked[shape_ids, np.arange(len(shape_ids))].astype(np.float32)
+    masks: np.ndarray = stacked[shape_ids, np.arange(len(shape_ids))].astype(np.float32)
+    return masks

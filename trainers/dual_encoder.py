@@ -70,7 +70,7 @@ def train_dual_encoder(config: TrialConfig, report: Report) -> TrainResult:
         if not torch.isfinite(loss):
             raise NonFiniteLossError(step)
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimiser.step()
         running, count = running + float(loss.detach()), count + 1
         if step % config.eval.every_steps == 0 or step == steps:

@@ -121,17 +121,26 @@ class ResultsStore:
             for t in trials:
                 row = existing.get(t.key)
                 if row is None:
-                    s.add(TrialRow(
-                        sweep_id=sweep_id, key=t.key, name=t.name, position=t.position,
-                        config=t.config, varied=t.varied, status="pending", attempts=0,
-                    ))
+                    s.add(
+                        TrialRow(
+                            sweep_id=sweep_id,
+                            key=t.key,
+                            name=t.name,
+                            position=t.position,
+                            config=t.config,
+                            varied=t.varied,
+                            status="pending",
+                            attempts=0,
+                        )
+                    )
                 else:
                     row.name, row.position = t.name, t.position
-            return {t.key: existing[t.key].status if t.key in existing else "pending"
-                    for t in trials}
+            return {
+                t.key: existing[t.key].status if t.key in existing else "pending" for t in trials
+            }
 
     def mark_running(self, sweep: str, key: str, host: str | None, node_id: str | None) -> int:
-        """A new attempt starts: its earlier partial series is dropped. Returns the attempt number."""
+        """Start a new attempt, dropping its earlier partial series; returns the attempt number."""
         with self._session() as s:
             row = self._trial(s, sweep, key)
             row.status, row.attempts = "running", row.attempts + 1
@@ -161,7 +170,11 @@ class ResultsStore:
             row.last_step = step
 
     def finish_trial(
-        self, sweep: str, key: str, status: str, metrics: dict[str, float] | None,
+        self,
+        sweep: str,
+        key: str,
+        status: str,
+        metrics: dict[str, float] | None,
         error: str | None = None,
     ) -> None:
         if status not in TERMINAL:
@@ -247,16 +260,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sweep_view(row: SweepRow) -> SweepView:
     return SweepView(
-        name=row.name, metric_name=row.metric_name, metric_mode=row.metric_mode,
-        mlflow_experiment_id=row.mlflow_experiment_id, mlflow_run_id=row.mlflow_run_id,
+        name=row.name,
+        metric_name=row.metric_name,
+        metric_mode=row.metric_mode,
+        mlflow_experiment_id=row.mlflow_experiment_id,
+        mlflow_run_id=row.mlflow_run_id,
         created_at=row.created_at,
     )
 
 
 def _trial_view(row: TrialRow) -> TrialView:
     return TrialView(
-        key=row.key, name=row.name, status=row.status, attempts=row.attempts,
-        config=row.config, varied=row.varied, metrics=dict(row.final_metrics or {}),
-        error=row.error, host=row.host, node_id=row.node_id, mlflow_run_id=row.mlflow_run_id,
-        started_at=row.started_at, ended_at=row.ended_at,
+        key=row.key,
+        name=row.name,
+        status=row.status,
+        attempts=row.attempts,
+        config=row.config,
+        varied=row.varied,
+        metrics=dict(row.final_metrics or {}),
+        error=row.error,
+        host=row.host,
+        node_id=row.node_id,
+        mlflow_run_id=row.mlflow_run_id,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
     )

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny trial configs and spec files that run in seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+TINY_BASE: dict[str, Any] = {
+    "data": {"name": "shapes", "n_train": 64, "n_eval": 32, "image_size": 12},
+    "model": {
+        "embed_dim": 8,
+        "image": {"channels": [4]},
+        "text": {"hidden_size": 16, "num_layers": 1, "num_heads": 2},
+    },
+    "optim": {"batch_size": 16, "epochs": 1},
+    "eval": {"every_steps": 2},
+}
+
+
+@pytest.fixture
+def tiny_base() -> dict[str, Any]:
+    return yaml.safe_load(yaml.safe_dump(TINY_BASE))  # a deep copy each test may change
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> Callable[..., Path]:
+    """Write a spec mapping (or raw text) to a YAML file in the test's folder."""
+
+    def write(content: dict[str, Any] | str | bytes, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif isinstance(content, str):
+            path.write_text(content)
+        else:
+            path.write_text(yaml.safe_dump(content, sort_keys=False))
+        return path
+
+    return write

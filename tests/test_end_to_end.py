@@ -1,0 +1,156 @@
+"""`orchestrator submit` end to end, as a user runs it: a real local Ray, a real MLflow SQLite
+store and a real SQLite results store, in a fresh working directory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+ORCHESTRATOR = str(Path(sys.executable).with_name("orchestrator"))
+
+
+def orchestrator(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ORCHESTRATOR_RESULTS_DB")
+    }
+    return subprocess.run(
+        [ORCHESTRATOR, *args],
+        cwd=cwd,
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    from tests.conftest import TINY_BASE
+
+    workdir = tmp_path_factory.mktemp("e2e")
+    spec = {
+        "name": "tiny",
+        "base": TINY_BASE,
+        "parameters": {"loss.temperature": {"grid": [0.05, 0.5]}},
+        "metric": {"name": "gap_norm", "mode": "min"},
+    }
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    result = orchestrator("submit", "tiny.yaml", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir, result.stdout
+
+
+def mlflow_runs(workdir: Path) -> tuple[Any, list[Any]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    assert experiment is not None
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_submit_prints_live_and_summary_tables(finished_sweep: tuple[Path, str]) -> None:
+    _, out = finished_sweep
+    assert "sweep tiny: 2 trials" in out
+    assert "summary of tiny, best gap_norm first" in out
+    assert "temperature" in out and "zero_shot_acc" in out
+    assert "Traceback" not in out
+
+
+def test_mlflow_has_one_parent_and_a_nested_child_per_trial(
+    finished_sweep: tuple[Path, str],
+) -> None:
+    workdir, _ = finished_sweep
+    client, runs = mlflow_runs(workdir)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.info.run_name == "tiny" and parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_completed"] == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(c.info.run_name for c in children) == ["temperature=0.05", "temperature=0.5"]
+    for child in children:
+        assert child.info.status == "FINISHED"
+        params = child.data.params
+        assert params["loss.temperature"] in ("0.05", "0.5")
+        assert params["data.n_train"] == "64" and params["model.init.scheme"] == "default"
+        history = client.get_metric_history(child.info.run_id, "gap_norm")
+        assert sorted(m.step for m in history) == [0, 2, 4]
+        assert all(math.isfinite(m.value) for m in history)
+        for name in ("loss", "zero_shot_acc", "recall_at_1_a2b", "cone_cosine_a", "temperature"):
+            assert math.isfinite(child.data.metrics[name])
+    artifacts = [a.path for a in client.list_artifacts(parent.info.run_id)]
+    assert "spec.yaml" in artifacts
+
+
+def test_results_json_lists_every_trial(finished_sweep: tuple[Path, str]) -> None:
+    workdir, _ = finished_sweep
+    result = orchestrator("results", "tiny", "--format", "json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    assert len(records) == 2
+    for record in records:
+        assert record["status"] == "completed"
+        assert record["attempts"] == 1
+        assert len(record["key"]) == 16
+        assert record["params"]["loss.temperature"] in (0.05, 0.5)
+        assert record["params"]["data.n_train"] == 64
+        assert math.isfinite(record["metrics"]["gap_norm"])
+        assert record["host"] and record["node"]
+    # Final metrics are the last reported values: equal to MLflow's latest.
+    _, runs = mlflow_runs(workdir)
+    by_run = {r.info.run_id: r.data.metrics for r in runs}
+    for record in records:
+        assert by_run[record["mlflow_run_id"]]["gap_norm"] == pytest.approx(
+            record["metrics"]["gap_norm"]
+        )
+
+
+def test_results_csv_and_table(finished_sweep: tuple[Path, str]) -> None:
+    workdir, _ = finished_sweep
+    rows = list(
+        csv.DictReader(
+            io.StringIO(orchestrator("results", "tiny", "--format", "csv", cwd=workdir).stdout)
+        )
+    )
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
+    assert {"loss.temperature", "gap_norm"} <= rows[0].keys()
+    table = orchestrator("results", "tiny", cwd=workdir)
+    assert table.returncode == 0 and "gap_norm" in table.stdout
+
+
+def test_resubmitting_runs_nothing_again_and_duplicates_nothing(
+    finished_sweep: tuple[Path, str],
+) -> None:
+    workdir, _ = finished_sweep
+    result = orchestrator("submit", "tiny.yaml", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "2 of 2 trials already completed" in result.stdout
+    _, runs = mlflow_runs(workdir)
+    assert len(runs) == 3
+    records = json.loads(orchestrator("results", "tiny", "--format", "json", cwd=workdir).stdout)
+    assert [r["attempts"] for r in records] == [1, 1]
+    plan = orchestrator("plan", "tiny.yaml", cwd=workdir)
+    assert plan.stdout.count("completed") == 2
+
+
+def test_unknown_sweep_exit_code_2(finished_sweep: tuple[Path, str]) -> None:
+    workdir, _ = finished_sweep
+    result = orchestrator("results", "nope", cwd=workdir)
+    assert result.returncode == 2
+    assert "no sweep named 'nope'" in result.stderr

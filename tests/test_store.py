@@ -1,0 +1,163 @@
+"""The results store's contract, run over both backends: a SQLite file and the real PostgreSQL.
+
+PostgreSQL is the server on 127.0.0.1:5432 (override with GAPSWEEP_TEST_POSTGRES_URL); each test
+gets a fresh database that is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from orchestrator.errors import InputError, ServiceError
+from orchestrator.store.repository import NewTrial, ResultsStore, mask_url
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "GAPSWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    name = f"gapsweep_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultsStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'results.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    s = ResultsStore(url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def new_trials(n: int) -> list[NewTrial]:
+    return [
+        NewTrial(
+            key=f"k{i}",
+            name=f"seed={i}",
+            position=i,
+            config={"seed": i, "loss": {"temperature": 0.1}},
+            varied={"seed": i},
+        )
+        for i in range(n)
+    ]
+
+
+def add_sweep(store: ResultsStore, name: str = "s", n: int = 3) -> None:
+    store.upsert_sweep(name, "dual_encoder", "name: s\n", "abc", ("gap_norm", "min"))
+    store.register_trials(name, new_trials(n))
+
+
+def test_register_and_read_back(store: ResultsStore) -> None:
+    add_sweep(store)
+    trials = store.trials("s")
+    assert [t.key for t in trials] == ["k0", "k1", "k2"]
+    assert all(t.status == "pending" and t.attempts == 0 for t in trials)
+    assert trials[1].config == {"seed": 1, "loss": {"temperature": 0.1}}
+    assert trials[1].varied == {"seed": 1}
+
+
+def test_trial_lifecycle(store: ResultsStore) -> None:
+    add_sweep(store)
+    assert store.mark_running("s", "k0", host=None, node_id=None) == 1
+    store.set_placement("s", "k0", "host-a", "node-1")
+    store.set_trial_run_id("s", "k0", "run-1")
+    store.record_metrics("s", "k0", 0, {"loss": 4.0, "gap_norm": 1.5})
+    store.record_metrics("s", "k0", 10, {"loss": 2.0, "gap_norm": 0.5, "bad": float("nan")})
+    store.finish_trial("s", "k0", "completed", {"loss": 2.0, "gap_norm": 0.5})
+    t = store.trials("s")[0]
+    assert (t.status, t.attempts, t.host, t.node_id, t.mlflow_run_id) == (
+        "completed",
+        1,
+        "host-a",
+        "node-1",
+        "run-1",
+    )
+    assert t.metrics == {"loss": 2.0, "gap_norm": 0.5}
+    assert t.started_at is not None and t.ended_at is not None
+    assert store.metric_series("s", "k0", "loss") == [(0, 4.0), (10, 2.0)]
+    assert store.count_metric_rows("s") == 4  # the NaN is not stored
+
+
+def test_a_step_is_recorded_once(store: ResultsStore) -> None:
+    add_sweep(store)
+    store.mark_running("s", "k0", None, None)
+    store.record_metrics("s", "k0", 5, {"loss": 3.0})
+    store.record_metrics("s", "k0", 5, {"loss": 2.5})
+    assert store.metric_series("s", "k0", "loss") == [(5, 2.5)]
+
+
+def test_a_new_attempt_counts_and_drops_the_partial_series(store: ResultsStore) -> None:
+    add_sweep(store)
+    store.mark_running("s", "k1", None, None)
+    store.record_metrics("s", "k1", 3, {"loss": 3.0})
+    store.finish_trial("s", "k1", "failed", None, "RuntimeError: boom")
+    assert store.trials("s")[1].error == "RuntimeError: boom"
+    assert store.mark_running("s", "k1", None, None) == 2
+    assert store.metric_series("s", "k1", "loss") == []
+    assert store.trials("s")[1].error is None
+
+
+def test_registering_again_never_resets_a_completed_trial(store: ResultsStore) -> None:
+    add_sweep(store)
+    store.mark_running("s", "k0", None, None)
+    store.finish_trial("s", "k0", "completed", {"loss": 1.0})
+    statuses = store.register_trials("s", new_trials(4))
+    assert statuses == {"k0": "completed", "k1": "pending", "k2": "pending", "k3": "pending"}
+    assert len(store.trials("s")) == 4
+    assert store.trials("s")[0].metrics == {"loss": 1.0}
+
+
+def test_sweeps_are_separate_and_upsert_is_idempotent(store: ResultsStore) -> None:
+    add_sweep(store, "a", 2)
+    add_sweep(store, "b", 1)
+    store.upsert_sweep("a", "dual_encoder", "name: a\n", "def", ("loss", "min"))
+    assert [s.name for s in store.list_sweeps()] == ["a", "b"]
+    assert store.get_sweep("a") is not None and store.get_sweep("a").metric_name == "loss"  # type: ignore[union-attr]
+    assert len(store.trials("a")) == 2 and len(store.trials("b")) == 1
+    store.set_sweep_mlflow("b", "exp-1", "run-9")
+    assert store.get_sweep("b").mlflow_run_id == "run-9"  # type: ignore[union-attr]
+
+
+def test_unknown_sweep_is_an_input_error(store: ResultsStore) -> None:
+    with pytest.raises(InputError, match="no sweep named 'nope'"):
+        store.trials("nope")
+
+
+def test_terminal_status_is_checked(store: ResultsStore) -> None:
+    add_sweep(store)
+    with pytest.raises(ValueError, match="not a terminal status"):
+        store.finish_trial("s", "k0", "running", None)
+
+
+def test_unreachable_database_is_a_service_error_with_masked_password() -> None:
+    url = "postgresql+psycopg://user:secret@127.0.0.1:1/nodb?connect_timeout=2"
+    with pytest.raises(ServiceError) as info:
+        ResultsStore(url)
+    assert "secret" not in str(info.value)
+    assert "unreachable" in str(info.value)
+
+
+def test_bad_url_is_an_input_error() -> None:
+    with pytest.raises(InputError):
+        ResultsStore("notadb://x")
+    assert "secret" not in mask_url("postgresql://u:secret@h/db")
