@@ -29,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"
 console = Console()
 err_console = Console(stderr=True)
 
@@ -108,7 +109,7 @@ def plan(spec: SpecArg, results_db: ResultsDb = "sqlite:///results.db") -> None:
 def submit(
     spec: SpecArg,
     address: Address = None,
-    mlflow_uri: MlflowUri = "sqlite:///mlflow.db",
+    mlflow_uri: MlflowUri = DEFAULT_MLFLOW_URI,
     results_db: ResultsDb = "sqlite:///results.db",
     storage: Annotated[Path, typer.Option(help="Ray Tune storage folder")] = Path("runs"),
 ) -> None:
@@ -141,9 +142,11 @@ def submit(
             metric.mode,
         )
     )
+    ui = "mlflow ui" + (
+        "" if mlflow_uri == DEFAULT_MLFLOW_URI else f" --backend-store-uri {mlflow_uri}"
+    )
     console.print(
-        f"results: orchestrator results {the_plan.spec.name}    "
-        f"runs: mlflow ui --backend-store-uri {mlflow_uri}"
+        f"results: orchestrator results {the_plan.spec.name}    runs: {ui}", soft_wrap=True
     )
     if outcome.failed:
         for t in outcome.failed:

@@ -102,6 +102,8 @@ def _run_tune(
         param_space={"trial_key": tune.grid_search([t.key for t in todo])},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=spec.max_concurrent_trials,
+            # A fresh worker per trial would re-import torch and transformers every time.
+            reuse_actors=True,
             trial_dirname_creator=lambda trial: str(trial.config["trial_key"]),
         ),
         run_config=tune.RunConfig(
