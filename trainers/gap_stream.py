@@ -7,6 +7,7 @@ small in-memory eval batches alike: both go through `update`.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, TypeAlias
@@ -203,6 +204,8 @@ def relative_modality_gap(paired_cos: float, cone_a: float, cone_b: float) -> fl
 
     d_m, d_a, d_b = dist(paired_cos), dist(cone_a), dist(cone_b)
     denom = d_m + (d_a + d_b) / 2.0
+    if math.isnan(denom):
+        return math.nan  # one pair has no within-modality distance
     return d_m / denom if denom > 0 else 0.0
 
 

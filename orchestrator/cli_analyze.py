@@ -1,0 +1,94 @@
+"""The `orchestrator analyze` command: measure the modality gap of embeddings in files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from orchestrator.analyze import DEFAULT_SHIFT, AnalyzeRequest, json_text, print_tables, run
+from orchestrator.analyze import sampling_note as _sampling_note
+from orchestrator.errors import InputError
+from trainers.gap import DEFAULT_MAX_PAIRS, DEFAULT_TEMPERATURE
+
+
+def analyze(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE [B]",
+            help="one .npy of shape (2, N, d), or two files A B of shape (N, d) (.npy or .npz)",
+            show_default=False,
+        ),
+    ],
+    key: Annotated[
+        str | None, typer.Option("--key", help="name of the array inside .npz files")
+    ] = None,
+    names: Annotated[
+        str, typer.Option("--names", help="names of the two modalities, e.g. image,text")
+    ] = "a,b",
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels",
+            help="one class id per pair (.npy, or text with one per line): adds zero-shot "
+            "accuracy to the shift curve",
+        ),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="print one JSON object instead of tables")
+    ] = False,
+    shift: Annotated[
+        str,
+        typer.Option("--shift", help="λ grid of the gap shift curve: start:stop:step or a,b,c"),
+    ] = DEFAULT_SHIFT,
+    temperature: Annotated[
+        float, typer.Option("--temperature", help="temperature of the contrastive loss")
+    ] = DEFAULT_TEMPERATURE,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot", help="write a PNG: 2-D PCA with the gap vector, and the shift curve"
+        ),
+    ] = None,
+    sample_size: Annotated[
+        int,
+        typer.Option(
+            "--sample-size",
+            help="pairwise metrics, classifier, PCA and shift curve use all pairs up to this "
+            "many, a seeded sample beyond",
+        ),
+    ] = DEFAULT_MAX_PAIRS,
+    seed: Annotated[
+        int, typer.Option("--seed", help="seed of the sample and of the classifier's split")
+    ] = 0,
+) -> None:
+    """Measure the modality gap of paired embeddings computed elsewhere."""
+    request = AnalyzeRequest(
+        files=tuple(files),
+        key=key,
+        names=names,
+        labels=labels,
+        shift=shift,
+        temperature=temperature,
+        plot=plot,
+        sample_size=sample_size,
+        seed=seed,
+    )
+    try:
+        analysis = run(request)
+    except InputError as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2) from None
+    if json_output:
+        note = _sampling_note(analysis.report)
+        if note:
+            typer.echo(f"note: {note}", err=True)  # stdout stays one parseable JSON object
+        typer.echo(json_text(analysis.report))
+    else:
+        print_tables(analysis, Console())
+    if plot is not None:
+        typer.echo(f"wrote {plot}", err=json_output)
