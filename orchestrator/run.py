@@ -64,8 +64,16 @@ def submit(
             f"in the results store; running the other {len(todo)}."
         )
     if todo:
-        with Live(progress, console=console, refresh_per_second=2, transient=False):
-            _run_tune(plan, todo, settings, store, tracker, (experiment_id, parent), progress)
+        with console.status("starting Ray..." if settings.address is None else "joining Ray..."):
+            _init_ray(settings.address)
+        try:
+            with Live(progress, console=console, refresh_per_second=2, transient=False):
+                _run_tune(plan, todo, settings, store, tracker, (experiment_id, parent), progress)
+        finally:
+            # Trials Tune stopped without a verdict (Ctrl-C, driver shutdown) are not left
+            # looking as if they were still running.
+            store.stop_unfinished(spec.name, [t.key for t in todo])
+            _shutdown_local_ray(settings.address)
     views = store.trials(spec.name)
     _finish_parent(tracker, parent, views, spec.metric.name, spec.metric.mode)
     return SweepOutcome(trials=views, ran=len(todo), skipped=len(plan.trials) - len(todo))
@@ -84,13 +92,11 @@ def _run_tune(
     # console output would interleave with the live table.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    import ray
     from ray import tune
 
     from orchestrator.recorder import Recorder
     from orchestrator.trainable import run_trial
 
-    _init_ray(settings.address)
     spec = plan.spec
     recorder = Recorder(spec.name, todo, store, tracker, mlflow_ids, progress)
     trainable = tune.with_parameters(
@@ -114,11 +120,14 @@ def _run_tune(
             verbose=0,
         ),
     )
-    try:
-        tuner.fit()
-    finally:
-        if settings.address is None and ray.is_initialized():
-            ray.shutdown()
+    tuner.fit()
+
+
+def _shutdown_local_ray(address: str | None) -> None:
+    import ray
+
+    if address is None and ray.is_initialized():
+        ray.shutdown()
 
 
 def _init_ray(address: str | None) -> None:

@@ -18,6 +18,8 @@ from orchestrator.store.repository import mask_url
 
 PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 SWEEP_TAG, KEY_TAG = "gapsweep.sweep", "gapsweep.trial_key"
+# MLflow 3's UI opens experiments in its GenAI view unless told they are model training.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 class MlflowTracker:
@@ -34,11 +36,11 @@ class MlflowTracker:
         """The experiment named after the sweep, created on first use."""
         try:
             experiment = self.client.get_experiment_by_name(sweep)
-            if experiment is not None:
-                if experiment.lifecycle_stage == "deleted":
-                    self.client.restore_experiment(experiment.experiment_id)
-                return str(experiment.experiment_id)
-            return str(self.client.create_experiment(sweep))
+            if experiment is None:
+                return str(self.client.create_experiment(sweep, tags=EXPERIMENT_TAGS))
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment.experiment_id)
+            return str(experiment.experiment_id)
         except Exception as exc:  # MLflow raises many types for an unreachable store
             raise ServiceError(
                 f"MLflow tracking store {mask_url(self.uri)} is unreachable or unusable: "

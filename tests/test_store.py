@@ -138,6 +138,15 @@ def test_sweeps_are_separate_and_upsert_is_idempotent(store: ResultsStore) -> No
     assert store.get_sweep("b").mlflow_run_id == "run-9"  # type: ignore[union-attr]
 
 
+def test_stop_unfinished_marks_only_running_trials(store: ResultsStore) -> None:
+    add_sweep(store)
+    store.mark_running("s", "k0", None, None)
+    store.finish_trial("s", "k0", "completed", {"loss": 1.0})
+    store.mark_running("s", "k1", None, None)
+    assert store.stop_unfinished("s", ["k0", "k1", "k2"]) == 1
+    assert [t.status for t in store.trials("s")] == ["completed", "stopped", "pending"]
+
+
 def test_unknown_sweep_is_an_input_error(store: ResultsStore) -> None:
     with pytest.raises(InputError, match="no sweep named 'nope'"):
         store.trials("nope")

@@ -185,6 +185,20 @@ class ResultsStore:
             if metrics is not None:
                 row.final_metrics = metrics
 
+    def stop_unfinished(self, sweep: str, keys: Sequence[str]) -> int:
+        """Mark the given trials that are still running as stopped; returns how many."""
+        with self._session() as s:
+            rows = s.scalars(
+                select(TrialRow).where(
+                    TrialRow.sweep_id == self._sweep_id(s, sweep),
+                    TrialRow.key.in_(list(keys)),
+                    TrialRow.status == "running",
+                )
+            ).all()
+            for row in rows:
+                row.status, row.ended_at = "stopped", utcnow()
+            return len(rows)
+
     def trials(self, sweep: str) -> list[TrialView]:
         with self._session() as s:
             sweep_id = self._sweep_id(s, sweep)
