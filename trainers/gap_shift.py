@@ -14,7 +14,6 @@ import numpy as np
 import numpy.typing as npt
 
 from trainers.errors import DataError
-from trainers.gap_pairwise import block_rows
 
 F64 = npt.NDArray[np.float64]
 
@@ -105,6 +104,10 @@ def zero_shot_accuracy(x: F64, y: F64, labels: npt.NDArray[np.generic]) -> float
     return float(np.mean(np.argmax(x @ prototypes.T, axis=1) == index))
 
 
+# Column sums smaller than this may have lost digits to underflow; they are summed again exactly.
+_TINY = 1e-280
+
+
 class _LambdaScores:
     """Row and column statistics of the shifted logits at one λ, filled block by block."""
 
@@ -119,32 +122,48 @@ class _LambdaScores:
         self.col_scale = 1.0 / np.sqrt(np.maximum(1 + 2 * t * yg + t * t * g_sq, 1e-24))
         n = xg.shape[0]
         self.diag, self.row_max, self.row_lse = np.empty(n), np.empty(n), np.empty(n)
-        self.col_max, self.col_sum_exp = np.full(n, -np.inf), np.zeros(n)
+        self.col_max, self.col_lse = np.full(n, -np.inf), np.full(n, -np.inf)
 
-    def add_block(self, rows: slice, cosines: F64) -> None:
-        logits = cosines + self.row_offset[rows, None]
-        logits -= self.col_offset[None, :]
+    def add_block(self, rows: slice, cosines: F64, work: F64) -> None:
+        """Fold in the rows `rows`; `cosines` is their x·yᵀ, `work` two scratch blocks like it."""
+        logits = np.add(cosines, self.row_offset[rows, None], out=work[0])
+        logits -= self.col_offset
         logits *= self.row_scale[rows, None]
-        logits *= self.col_scale[None, :]
+        logits *= self.col_scale
         local = np.arange(rows.stop - rows.start)
         self.diag[rows] = logits[local, local + rows.start]
         row_max = logits.max(axis=1)
         self.row_max[rows] = row_max
-        self.row_lse[rows] = row_max + np.log(np.exp(logits - row_max[:, None]).sum(axis=1))
-        # Columns see the rows block by block: an online log-sum-exp rescales the running sum.
-        new_max = np.maximum(self.col_max, logits.max(axis=0))
-        self.col_sum_exp *= np.exp(self.col_max - new_max)
-        self.col_sum_exp += np.exp(logits - new_max[None, :]).sum(axis=0)
-        self.col_max = new_max
+        np.maximum(self.col_max, logits.max(axis=0), out=self.col_max)
+        scaled = np.exp(np.subtract(logits, row_max[:, None], out=work[1]), out=work[1])
+        self.row_lse[rows] = row_max + np.log(scaled.sum(axis=1))
+        np.logaddexp(self.col_lse, _column_lse(logits, scaled, row_max), out=self.col_lse)
 
     def result(self) -> tuple[float, float, float]:
         """(symmetric InfoNCE loss, recall@1 a->b, recall@1 b->a)."""
-        col_lse = self.col_max + np.log(self.col_sum_exp)
-        loss = 0.5 * float(np.mean(self.row_lse - self.diag) + np.mean(col_lse - self.diag))
+        loss = 0.5 * float(np.mean(self.row_lse - self.diag) + np.mean(self.col_lse - self.diag))
         # A pair counts as retrieved when no other candidate scores strictly higher.
         recall_a2b = float(np.mean(self.diag >= self.row_max))
         recall_b2a = float(np.mean(self.diag >= self.col_max))
         return loss, recall_a2b, recall_b2a
+
+
+def _column_lse(logits: F64, scaled: F64, row_max: F64) -> F64:
+    """Log-sum-exp down each column of `logits`, reusing scaled = exp(logits - row_max).
+
+    sum_i exp(l_ij - m) = sum_i exp(row_max_i - m) · scaled_ij: one matrix-vector product
+    instead of a second exponential of the block.
+    """
+    top = float(row_max.max())
+    sums = np.exp(row_max - top) @ scaled
+    lost = sums < _TINY  # a column far below the block's best row (only at tiny temperatures)
+    with np.errstate(divide="ignore"):
+        lse: F64 = top + np.log(sums)
+    if lost.any():
+        part = logits[:, lost]
+        peak = part.max(axis=0)
+        lse[lost] = peak + np.log(np.exp(part - peak).sum(axis=0))
+    return lse
 
 
 def _contrast_all(
@@ -160,12 +179,14 @@ def _contrast_all(
     xg, yg = x @ g, y @ g
     g_sq = float(g @ g)  # 1, or 0 when there is no gap to shift along
     scores = [_LambdaScores(lam, xg, yg, g_sq, temperature) for lam in lambdas]
-    step = block_rows(n)
+    # Blocks of about 2 MiB: the block and its two scratch copies stay in the CPU cache.
+    step = max(1, (1 << 18) // n)
+    work = np.empty((2, step, n))
     for start in range(0, n, step):
         rows = slice(start, min(start + step, n))
         cosines = x[rows] @ y.T
         for score in scores:
-            score.add_block(rows, cosines)
+            score.add_block(rows, cosines, work[:, : rows.stop - rows.start])
     return [score.result() for score in scores]
 
 
