@@ -9,7 +9,7 @@ import numpy as np
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 # Room left on the disk after writing the file, so a benchmark never fills it up.
-_SPARE_BYTES = 1 << 30
+_SPARE_BYTES = 6 << 30
 
 
 def data_path(size: int, dim: int) -> Path:
@@ -25,7 +25,9 @@ def ensure_pairs_file(size: int, dim: int, *, seed: int = 0, chunk_rows: int = 6
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(DATA_DIR).free
     if free < needed:
-        raise SystemExit(f"need {needed / 2**30:.1f} GiB free in {DATA_DIR}, have {free / 2**30:.1f}")
+        raise SystemExit(
+            f"need {needed / 2**30:.1f} GiB free in {DATA_DIR}, have {free / 2**30:.1f}"
+        )
     partial = path.with_suffix(".partial.npy")
     out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(2, size, dim))
     rng = np.random.default_rng(seed)
