@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.errors import InputError
@@ -330,7 +331,8 @@ _MEANING = {
 
 
 def print_tables(analysis: Analysis, console: Console) -> None:
-    report, (name_a, name_b) = analysis.report, analysis.data.names
+    report = analysis.report
+    name_a, name_b = (escape(name) for name in analysis.data.names)  # "[x]" is not Rich markup
     title = f"Modality gap: {name_a} vs {name_b} ({report.n_pairs:,} pairs, {report.dim}-d)"
     table = Table(title=title, caption=sampling_note(report))
     for column in ("metric", "value", "meaning"):
@@ -344,7 +346,7 @@ def print_tables(analysis: Analysis, console: Console) -> None:
 
 
 def _shift_table(analysis: Analysis) -> Table:
-    name_a, name_b = analysis.data.names
+    name_a, name_b = (escape(name) for name in analysis.data.names)
     table = Table(title=f"Gap shift: {name_a} by -λ/2·g, {name_b} by +λ/2·g, renormalised")
     columns = ["λ", "gap_norm", "loss", f"R@1 {name_a}→{name_b}", f"R@1 {name_b}→{name_a}"]
     with_labels = analysis.data.labels is not None
@@ -420,7 +422,9 @@ def _draw_embeddings(ax: Any, analysis: Analysis) -> None:
     ax.annotate("", xy=tuple(ca), xytext=tuple(cb), arrowprops={"arrowstyle": "->", "lw": 2})
     gap = analysis.report.metrics["gap_norm"]
     ax.set_title(f"PCA of both modalities; gap vector |Δ| = {gap:.3f}")
-    ax.legend()
+    ax.set_xlabel("principal axis 1")
+    ax.set_ylabel("principal axis 2")
+    ax.legend(loc="best")
 
 
 def _draw_shift(ax: Any, analysis: Analysis) -> None:

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped, unused-ignore]
 
 from trainers.errors import DataError
 
@@ -56,8 +57,11 @@ def pc1_variance_ratio(x: F64, y: F64) -> float:
     """Share of the variance of both modalities together that lies on the first principal axis."""
     z = np.concatenate([x, y])
     centred = z - z.mean(axis=0)
-    # Eigenvalues of the dxd scatter matrix: O(N·d²) and dxd memory, whatever N is.
-    eigenvalues = np.linalg.eigvalsh(centred.T @ centred)
+    scatter = centred.T @ centred  # dxd: O(N·d²) time and dxd memory, whatever N is
+    # One BLAS thread: this small eigenproblem takes ~30 ms on one, but OpenBLAS's threads made
+    # it 10-40x slower whenever the other cores were busy (measured on a 2-core machine).
+    with threadpool_limits(1, user_api="blas"):
+        eigenvalues = np.linalg.eigvalsh(scatter)
     total = float(eigenvalues.sum())
     return float(eigenvalues[-1]) / total if total > 0 else float("nan")
 
