@@ -39,7 +39,11 @@ class Recorder(Callback):
         self.run_ids: dict[str, str] = {}
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.placed: set[str] = set()
-        self._existing_run_ids = {v.key: v.mlflow_run_id for v in store.trials(sweep)}
+        stored = store.trials(sweep)
+        self._existing_run_ids = {v.key: v.mlflow_run_id for v in stored}
+        # MLflow keeps every value logged for a step, so a step already logged by an earlier
+        # attempt (or an earlier submission) is not logged again.
+        self.mlflow_step = {v.key: -1 if v.last_step is None else v.last_step for v in stored}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config (callbacks included) for `Tuner.restore`, which gapsweep
@@ -54,6 +58,7 @@ class Recorder(Callback):
         key = trial.config["trial_key"]
         self.store.mark_running(self.sweep, key, host=None, node_id=None)
         self.placed.discard(key)
+        self.mlflow_step.setdefault(key, -1)
         self.last_metrics.pop(key, None)
         spec_trial = self.trials[key]
         run_id = self.tracker.start_trial_run(
@@ -78,13 +83,21 @@ class Recorder(Callback):
             for name in METRIC_NAMES
             if isinstance(result.get(name), int | float)
         }
-        if key not in self.placed:
+        first = key not in self.placed
+        if first:
             self.store.set_placement(self.sweep, key, result.get("host"), result.get("node_id"))
             self.placed.add(key)
-        self.store.record_metrics(self.sweep, key, step, metrics)
-        self.tracker.log_metrics(self.run_ids[key], step, metrics)
+        self.store.record_metrics(self.sweep, key, step, metrics, first_of_attempt=first)
+        if step > self.mlflow_step[key]:
+            self.tracker.log_metrics(self.run_ids[key], step, metrics)
+            self.mlflow_step[key] = step
         self.last_metrics[key] = metrics
         self.progress.update(key, step=step, metrics=metrics)
+
+    def on_checkpoint(
+        self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        self.store.set_checkpoint(self.sweep, trial.config["trial_key"], str(checkpoint.path))
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]

@@ -99,8 +99,12 @@ def _run_tune(
 
     spec = plan.spec
     recorder = Recorder(spec.name, todo, store, tracker, mlflow_ids, progress)
+    checkpoints = {v.key: v.checkpoint_path for v in store.trials(spec.name)}
     trainable = tune.with_parameters(
-        run_trial, trainer=spec.trainer, configs={t.key: t.config_json for t in todo}
+        run_trial,
+        trainer=spec.trainer,
+        configs={t.key: t.config_json for t in todo},
+        resume={t.key: path for t in todo if (path := checkpoints.get(t.key))},
     )
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     tuner = tune.Tuner(
@@ -118,6 +122,8 @@ def _run_tune(
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             callbacks=[recorder],
             verbose=0,
+            # The latest checkpoint resumes a retry; the one before stays as a fallback.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
     tuner.fit()

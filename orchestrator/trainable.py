@@ -6,25 +6,75 @@ Only the trial key travels in Tune's param space; the validated configs travel o
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
 from orchestrator.trainer_registry import TRAINERS
+from trainers.checkpoint import TrainState, load_state, save_state
 
 
-def run_trial(param_space: dict[str, Any], *, trainer: str, configs: dict[str, str]) -> None:
+class TuneCheckpoints:
+    """The trainers' checkpoint hook on Ray Tune: a saved state travels with the next report.
+
+    On restore, Tune's own latest checkpoint of this trial wins (a retry after a failure);
+    otherwise `resume_from` (the last checkpoint the results store knows of, for a sweep
+    submitted again after the driver died).
+    """
+
+    def __init__(self, resume_from: str | None) -> None:
+        self.resume_from = resume_from
+        self.pending: Path | None = None
+
+    def restore(self) -> TrainState | None:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                return load_state(Path(directory))
+        if self.resume_from is not None and Path(self.resume_from).exists():
+            return load_state(Path(self.resume_from))
+        return None
+
+    def save(self, state: TrainState) -> None:
+        self._discard()
+        self.pending = Path(tempfile.mkdtemp(prefix="gapsweep-ckpt-"))
+        save_state(state, self.pending)
+
+    def report(self, metrics: dict[str, Any]) -> None:
+        if self.pending is None:
+            tune.report(metrics)
+            return
+        try:
+            # Tune copies the folder into the trial's storage before report returns.
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(self.pending)))
+        finally:
+            self._discard()
+
+    def _discard(self) -> None:
+        if self.pending is not None:
+            shutil.rmtree(self.pending, ignore_errors=True)
+            self.pending = None
+
+
+def run_trial(
+    param_space: dict[str, Any], *, trainer: str, configs: dict[str, str], resume: dict[str, str]
+) -> None:
+    key = param_space["trial_key"]
     entry = TRAINERS[trainer]
-    config = entry.config_model.model_validate_json(configs[param_space["trial_key"]])
+    config = entry.config_model.model_validate_json(configs[key])
     _match_threads_to_cpus()
     placement = {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+    checkpoints = TuneCheckpoints(resume.get(key))
 
     def report(step: int, metrics: dict[str, float]) -> None:
-        tune.report({**metrics, "step": step, **placement})
+        checkpoints.report({**metrics, "step": step, **placement})
 
-    entry.run(config, report)
+    entry.run(config, report, checkpoints)
 
 
 def _match_threads_to_cpus() -> None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from trainers.config import TrialConfig
+
+if TYPE_CHECKING:  # trainers.checkpoint imports torch, which validating a spec does not need
+    from trainers.checkpoint import CheckpointHook
 
 METRIC_NAMES = (
     "loss",
@@ -37,17 +40,19 @@ METRIC_NAMES = (
 Report = Callable[[int, dict[str, float]], None]
 
 
-def _run_dual_encoder(config: BaseModel, report: Report) -> dict[str, float]:
+def _run_dual_encoder(
+    config: BaseModel, report: Report, checkpoint: CheckpointHook | None
+) -> dict[str, float]:
     from trainers.dual_encoder import train_dual_encoder  # torch is imported in workers only
 
     assert isinstance(config, TrialConfig)  # guaranteed by the registry entry
-    return train_dual_encoder(config, report).metrics
+    return train_dual_encoder(config, report, checkpoint).metrics
 
 
 @dataclass(frozen=True)
 class TrainerEntry:
     config_model: type[BaseModel]
-    run: Callable[[BaseModel, Report], dict[str, float]]
+    run: Callable[[BaseModel, Report, CheckpointHook | None], dict[str, float]]
 
 
 TRAINERS: dict[str, TrainerEntry] = {

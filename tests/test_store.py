@@ -106,15 +106,27 @@ def test_a_step_is_recorded_once(store: ResultsStore) -> None:
     assert store.metric_series("s", "k0", "loss") == [(5, 2.5)]
 
 
-def test_a_new_attempt_counts_and_drops_the_partial_series(store: ResultsStore) -> None:
+def test_a_new_attempt_continues_the_series_from_where_it_resumes(store: ResultsStore) -> None:
     add_sweep(store)
     store.mark_running("s", "k1", None, None)
-    store.record_metrics("s", "k1", 3, {"loss": 3.0})
+    for step in (0, 2, 4, 6):
+        store.record_metrics("s", "k1", step, {"loss": 10.0 - step}, first_of_attempt=step == 0)
+    store.set_checkpoint("s", "k1", "/ckpt/4")
     store.finish_trial("s", "k1", "failed", None, "RuntimeError: boom")
     assert store.trials("s")[1].error == "RuntimeError: boom"
     assert store.mark_running("s", "k1", None, None) == 2
-    assert store.metric_series("s", "k1", "loss") == []
-    assert store.trials("s")[1].error is None
+    view = store.trials("s")[1]
+    assert (view.error, view.checkpoint_path, view.last_step) == (None, "/ckpt/4", 6)
+    # Resumed from the step-4 checkpoint: its first report is step 6, which replaces the tail.
+    store.record_metrics("s", "k1", 6, {"loss": 3.5}, first_of_attempt=True)
+    store.record_metrics("s", "k1", 8, {"loss": 2.0})
+    assert store.metric_series("s", "k1", "loss") == [
+        (0, 10.0),
+        (2, 8.0),
+        (4, 6.0),
+        (6, 3.5),
+        (8, 2.0),
+    ]
 
 
 def test_registering_again_never_resets_a_completed_trial(store: ResultsStore) -> None:

@@ -64,6 +64,7 @@ class TrialRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     last_step: Mapped[int | None] = mapped_column(Integer)
+    checkpoint_path: Mapped[str | None] = mapped_column(Text)
     final_metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)
 
     sweep: Mapped[SweepRow] = relationship(back_populates="trials")

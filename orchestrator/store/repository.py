@@ -46,6 +46,8 @@ class TrialView:
     host: str | None
     node_id: str | None
     mlflow_run_id: str | None
+    last_step: int | None
+    checkpoint_path: str | None
     started_at: datetime | None
     ended_at: datetime | None
 
@@ -140,13 +142,13 @@ class ResultsStore:
             }
 
     def mark_running(self, sweep: str, key: str, host: str | None, node_id: str | None) -> int:
-        """Start a new attempt, dropping its earlier partial series; returns the attempt number."""
+        """Start a new attempt; returns its number. The series so far is kept: an attempt that
+        resumes from a checkpoint continues it (see `record_metrics`)."""
         with self._session() as s:
             row = self._trial(s, sweep, key)
             row.status, row.attempts = "running", row.attempts + 1
             row.host, row.node_id, row.started_at, row.ended_at = host, node_id, utcnow(), None
-            row.error, row.last_step, row.final_metrics = None, None, None
-            s.execute(delete(MetricRow).where(MetricRow.trial_id == row.id))
+            row.error, row.final_metrics = None, None
             return row.attempts
 
     def set_placement(self, sweep: str, key: str, host: str | None, node_id: str | None) -> None:
@@ -154,14 +156,29 @@ class ResultsStore:
             row = self._trial(s, sweep, key)
             row.host, row.node_id = host, node_id
 
+    def set_checkpoint(self, sweep: str, key: str, path: str) -> None:
+        with self._session() as s:
+            self._trial(s, sweep, key).checkpoint_path = path
+
     def set_trial_run_id(self, sweep: str, key: str, run_id: str) -> None:
         with self._session() as s:
             self._trial(s, sweep, key).mlflow_run_id = run_id
 
-    def record_metrics(self, sweep: str, key: str, step: int, metrics: dict[str, float]) -> None:
+    def record_metrics(
+        self,
+        sweep: str,
+        key: str,
+        step: int,
+        metrics: dict[str, float],
+        first_of_attempt: bool = False,
+    ) -> None:
+        """Store one step's values, replacing any stored for that step. The first result of an
+        attempt also drops every later step: those came from a failed attempt after the
+        checkpoint this one resumed from, and will be reported again."""
         with self._session() as s:
             row = self._trial(s, sweep, key)
-            s.execute(delete(MetricRow).where(MetricRow.trial_id == row.id, MetricRow.step == step))
+            stale = MetricRow.step >= step if first_of_attempt else MetricRow.step == step
+            s.execute(delete(MetricRow).where(MetricRow.trial_id == row.id, stale))
             s.add_all(
                 MetricRow(trial_id=row.id, step=step, name=n, value=v)
                 for n, v in metrics.items()
@@ -296,6 +313,8 @@ def _trial_view(row: TrialRow) -> TrialView:
         host=row.host,
         node_id=row.node_id,
         mlflow_run_id=row.mlflow_run_id,
+        last_step=row.last_step,
+        checkpoint_path=row.checkpoint_path,
         started_at=row.started_at,
         ended_at=row.ended_at,
     )
