@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import BaseModel
 
@@ -61,12 +61,22 @@ TRAINERS: dict[str, TrainerEntry] = {
 
 
 def config_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
-    """Every dotted path a spec may set: each field, and inside nested configs each of theirs."""
+    """Every dotted path a spec may set: each field, and inside nested configs each of theirs.
+
+    For a union of configs (data sets by `data.name`, towers by `kind`) the paths of every
+    member count: which of them applies depends on the value the spec picks.
+    """
     paths: set[str] = set()
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         paths.add(path)
-        annotation: Any = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            paths |= config_paths(annotation, f"{path}.")
+        for nested in _config_models(field.annotation):
+            paths |= config_paths(nested, f"{path}.")
     return paths
+
+
+def _config_models(annotation: Any) -> list[type[BaseModel]]:
+    """The config models inside an annotation: itself, or the members of a union/Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _config_models(arg)]

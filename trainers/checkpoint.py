@@ -13,12 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from trainers.errors import DataError
 
 STATE_FILE = "state.pt"
 FORMAT_VERSION = 1
+# Beside the final state: the final eval-split embeddings, for reports and 2-D maps. Arrays `a`,
+# `b` (N, d) float32 L2-normalised; where the data has them, `labels`, `groups` (N,) int64 and
+# `class_b` (classes, d), tower b's embedding of one prompt per class.
+EMBEDDINGS_FILE = "embeddings.npz"
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class TrainState:
     step: int
     modules: dict[str, dict[str, torch.Tensor]]  # "image", "text", "temperature"
     optimizer: dict[str, Any]
+    embeddings: dict[str, np.ndarray] | None = None  # only in the final state, see save_state
 
 
 class CheckpointHook(Protocol):
@@ -63,7 +69,31 @@ def save_state(state: TrainState, directory: Path) -> Path:
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
+    if state.embeddings is not None:
+        save_embeddings(state.embeddings, directory / EMBEDDINGS_FILE)
     return target
+
+
+def save_embeddings(arrays: dict[str, np.ndarray], file: Path) -> None:
+    partial = file.with_name(f".{file.name}.partial")
+    try:
+        with partial.open("wb") as out:
+            np.savez(out, **arrays)  # type: ignore[arg-type]  # numpy stubs: allow_pickle kw
+        os.replace(partial, file)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def load_embeddings(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of EMBEDDINGS_FILE, from a checkpoint folder or the file itself."""
+    file = path / EMBEDDINGS_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise DataError(f"{file}: no embeddings there")
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{file}: not a readable embeddings file ({exc})") from None
 
 
 def load_state(path: Path) -> TrainState:

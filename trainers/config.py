@@ -1,8 +1,9 @@
 """Frozen, validated configuration of one trial of the `dual_encoder` trainer.
 
 Every field here is addressable from a sweep spec by its dotted path (`loss.temperature`,
-`model.init.seed`, ...). Unknown keys are errors so that a typo never silently falls back to a
-default.
+`model.init.seed`, `data.name`, `model.image.kind`, ...). Unknown keys are errors so that a typo
+never silently falls back to a default. Data sets and towers are unions tagged by `data.name`
+and `model.<tower>.kind` (config_data.py, config_towers.py).
 """
 
 from __future__ import annotations
@@ -10,61 +11,93 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from trainers.config_base import FrozenModel
+from trainers.config_data import (
+    DataConfig,
+    DigitsDataConfig,
+    GaussianDataConfig,
+    ImageTextDataConfig,
+    PairedFeaturesDataConfig,
+    ShapesDataConfig,
+)
+from trainers.config_towers import (
+    CNNTowerConfig,
+    ImageTowerConfig,
+    MLPTowerConfig,
+    PretrainedTextTowerConfig,
+    TextSideTowerConfig,
+    TextTowerConfig,
+    TowerConfig,
+    ViTTowerConfig,
+)
 
-class FrozenModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ShapesDataConfig(FrozenModel):
-    """Generated images of coloured shapes paired with captions such as "a small red circle"."""
-
-    name: Literal["shapes"] = "shapes"
-    n_train: int = Field(2048, ge=8, le=1_000_000, description="training pairs")
-    n_eval: int = Field(512, ge=8, le=100_000, description="held-out pairs for evaluation")
-    image_size: int = Field(24, ge=12, le=128, description="side of the square images in pixels")
-    noise: float = Field(0.05, ge=0.0, le=1.0, description="std of per-pixel Gaussian noise")
-
-
-class CNNTowerConfig(FrozenModel):
-    """A small convolutional image tower: conv blocks, global average pooling, projection."""
-
-    channels: tuple[int, ...] = Field((16, 32), min_length=1, max_length=8)
-
-
-class TextTowerConfig(FrozenModel):
-    """A small BERT-style text transformer built from a transformers config (no download)."""
-
-    hidden_size: int = Field(64, ge=8, le=1024)
-    num_layers: int = Field(2, ge=1, le=24)
-    num_heads: int = Field(2, ge=1, le=16)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> TextTowerConfig:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}"
-            )
-        return self
-
+__all__ = [
+    "CNNTowerConfig",
+    "DigitsDataConfig",
+    "EvalConfig",
+    "FrozenModel",
+    "GaussianDataConfig",
+    "ImageTextDataConfig",
+    "InitConfig",
+    "LossConfig",
+    "MLPTowerConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PairedFeaturesDataConfig",
+    "PretrainedTextTowerConfig",
+    "ShapesDataConfig",
+    "TextTowerConfig",
+    "TowerConfig",
+    "TrialConfig",
+    "ViTTowerConfig",
+    "WarmStartConfig",
+]
 
 InitScheme = Literal["default", "normal", "xavier", "kaiming", "orthogonal"]
+
+
+class WarmStartConfig(FrozenModel):
+    """A trial of another sweep whose final weights this trial starts from. The orchestrator
+    resolves it into `model.init.checkpoint` before the trial runs."""
+
+    sweep: str = Field(min_length=1, description="the sweep that trained the source model")
+    trial: str = Field("best", min_length=1, description="a trial key, or `best` by its metric")
 
 
 class InitConfig(FrozenModel):
     """How tower weights are drawn; `seed` is kept apart from the data seed."""
 
     scheme: InitScheme = "default"
-    std: float = Field(0.02, gt=0.0, le=10.0, description="std for the `normal` scheme")
+    std: float = Field(0.02, gt=0.0, le=10.0, description="std of weights and biases (`normal`)")
     seed: int | None = Field(None, ge=0, description="init seed; the trial seed when unset")
+    close_gap: Literal["none", "procrustes"] = Field(
+        "none", description="rotate tower b onto tower a at init (the paper's Sec. 4.3)"
+    )
+    checkpoint: str | None = Field(
+        None, description="file or folder of a saved state whose tower weights are loaded"
+    )
+    warm_start: WarmStartConfig | None = None
 
 
 class ModelConfig(FrozenModel):
     embed_dim: int = Field(32, ge=2, le=4096, description="size of the shared embedding space")
-    image: CNNTowerConfig = CNNTowerConfig()
-    text: TextTowerConfig = TextTowerConfig()
+    image: ImageTowerConfig = CNNTowerConfig()
+    text: TextSideTowerConfig = TextTowerConfig()
     init: InitConfig = InitConfig()
+
+    @model_validator(mode="after")
+    def _unprojected_mlp_fits(self) -> ModelConfig:
+        for side in ("image", "text"):
+            tower = getattr(self, side)
+            unprojected = isinstance(tower, MLPTowerConfig) and not tower.projection
+            if unprojected and tower.depth > 0 and tower.width != self.embed_dim:
+                raise ValueError(
+                    f"{side}: an mlp without projection outputs its width {tower.width}; "
+                    f"set width to embed_dim {self.embed_dim} or projection: true"
+                )
+        return self
 
 
 class LossConfig(FrozenModel):
@@ -92,13 +125,16 @@ class OptimConfig(FrozenModel):
 
 class EvalConfig(FrozenModel):
     every_steps: int = Field(50, ge=1, description="evaluate (and report) every N steps")
+    shift_lambdas: tuple[float, ...] = Field(
+        (), max_length=101, description="gap shifts lambda evaluated after training (Table 1)"
+    )
 
 
 class TrialConfig(FrozenModel):
     """Everything one trial needs; the content hash of its JSON form is the trial's key."""
 
     seed: int = Field(0, ge=0, description="seed of the data and of the batch order")
-    data: ShapesDataConfig = ShapesDataConfig()
+    data: DataConfig = ShapesDataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
@@ -110,7 +146,19 @@ class TrialConfig(FrozenModel):
         return self.seed if self.model.init.seed is None else self.model.init.seed
 
     @property
+    def n_train(self) -> int:
+        """Training pairs; for files whose size is only known when read, a lower bound of 8."""
+        return self.data.n_train if self.data.n_train is not None else 8
+
+    @property
     def total_steps(self) -> int:
-        """Optimiser steps: whole batches only, so every step sees the same number of negatives."""
-        per_epoch = max(self.data.n_train // self.optim.batch_size, 1)
-        return math.ceil(self.optim.epochs * per_epoch)
+        """Optimiser steps: whole batches only, so every step sees the same number of negatives.
+
+        For file data sets without an explicit `n_train` the loop counts from the data read.
+        """
+        return steps_for(self, self.n_train)
+
+
+def steps_for(config: TrialConfig, n_train: int) -> int:
+    per_epoch = max(n_train // config.optim.batch_size, 1)
+    return math.ceil(config.optim.epochs * per_epoch)

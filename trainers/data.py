@@ -1,18 +1,19 @@
-"""Offline paired data sets, generated deterministically from a seed.
+"""The `shapes` data set, generated deterministically from a seed.
 
-`shapes`: small RGB images of a coloured shape of some size at a random position, each paired
-with a caption such as "a small red circle". Everything is built once per trial as whole tensors
-(vectorised NumPy), so the training loop does no per-sample Python work.
+Small RGB images of a coloured shape of some size at a random position, each paired with a
+caption such as "a small red circle"; with `backgrounds` > 1 each image also lies on one of a
+few background colours, a group attribute the captions do not mention (for per-group accuracy).
+Everything is built once per trial as whole tensors (vectorised NumPy), so the training loop
+does no per-sample Python work. The other data sets are in data_*.py; `make_data` picks one.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from trainers.config import ShapesDataConfig
+from trainers.data_types import InputSpec, PairedData, PairedSplit, text_split, token_spec
 from trainers.tokenizer import WordTokenizer
 
 SHAPES = ("circle", "square", "triangle", "cross")
@@ -29,26 +30,8 @@ TEMPLATES = ("a {size} {colour} {shape}", "a photo of a {size} {colour} {shape}"
 ZERO_SHOT_TEMPLATE = "a photo of a {shape}"
 
 
-@dataclass(frozen=True)
-class PairedSplit:
-    """One split: images (N, 3, S, S), token ids (N, L), and per-pair attributes."""
-
-    images: torch.Tensor
-    tokens: torch.Tensor
-    shape_ids: torch.Tensor
-    caption_ids: torch.Tensor  # pairs with equal caption ids are interchangeable in retrieval
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-
-@dataclass(frozen=True)
-class ShapesData:
-    train: PairedSplit
-    eval: PairedSplit
-    tokenizer: WordTokenizer
-    class_prompts: torch.Tensor  # (num_shapes, L) token ids of one prompt per shape class
-    class_names: tuple[str, ...]
+BACKGROUNDS = {"black": (0.0, 0.0, 0.0), "grey": (0.4, 0.4, 0.4), "navy": (0.1, 0.1, 0.35)}
+ShapesData = PairedData  # the name the shapes data had before there were other data sets
 
 
 def caption_vocabulary() -> list[str]:
@@ -68,12 +51,16 @@ def make_shapes(config: ShapesDataConfig, seed: int) -> ShapesData:
     # Separate streams so the eval split does not change when n_train does.
     train_rng, eval_rng = (np.random.default_rng([seed, stream]) for stream in (0, 1))
     prompts = [ZERO_SHOT_TEMPLATE.format(shape=sh) for sh in SHAPES]
-    return ShapesData(
+    return PairedData(
         train=_make_split(config, config.n_train, train_rng, tokenizer),
         eval=_make_split(config, config.n_eval, eval_rng, tokenizer),
-        tokenizer=tokenizer,
-        class_prompts=tokenizer.encode_batch(prompts),
+        a_input=InputSpec("image", (3, config.image_size, config.image_size)),
+        b_input=token_spec(tokenizer),
         class_names=SHAPES,
+        class_inputs=tokenizer.encode_batch(prompts),
+        class_texts=tuple(prompts),
+        tokenizer=tokenizer,
+        group_names=tuple(BACKGROUNDS)[: config.backgrounds],
     )
 
 
@@ -90,17 +77,29 @@ def _make_split(
     masks = _shape_masks(shape_ids, centres, half, config.image_size)
     rgb = np.array(list(COLOURS.values()), dtype=np.float32)[colour_ids]
     images = masks[:, None, :, :] * rgb[:, :, None, None]
-    images += rng.normal(0.0, config.noise, size=images.shape).astype(np.float32)
+    noise = rng.normal(0.0, config.noise, size=images.shape).astype(np.float32)
+    # Drawn last, and only when asked for, so one background leaves the data as it always was.
+    groups = rng.integers(config.backgrounds, size=n) if config.backgrounds > 1 else None
+    if groups is not None:
+        background = np.array(list(BACKGROUNDS.values()), dtype=np.float32)[groups]
+        images += (1.0 - masks[:, None, :, :]) * background[:, :, None, None]
+    images += noise
     captions = [
         TEMPLATES[t].format(size=list(SIZES)[s], colour=list(COLOURS)[c], shape=SHAPES[sh])
         for t, s, c, sh in zip(template_ids, size_ids, colour_ids, shape_ids, strict=True)
     ]
     caption_ids = (shape_ids * len(COLOURS) + colour_ids) * len(SIZES) + size_ids
+    split = text_split(
+        torch.from_numpy(images.astype(np.float32)), captions, tokenizer, shape_ids, groups
+    )
+    # A caption's id encodes what it says (the template aside), not its text.
     return PairedSplit(
-        images=torch.from_numpy(images.astype(np.float32)),
-        tokens=tokenizer.encode_batch(captions),
-        shape_ids=torch.from_numpy(shape_ids.astype(np.int64)),
-        caption_ids=torch.from_numpy(caption_ids.astype(np.int64)),
+        a=split.a,
+        b=split.b,
+        match_ids=torch.from_numpy(caption_ids.astype(np.int64)),
+        labels=split.labels,
+        groups=split.groups,
+        b_texts=split.b_texts,
     )
 
 

