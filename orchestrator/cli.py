@@ -5,23 +5,31 @@ Exit codes: 0 success; 1 the work ran but something failed (a trial, a service);
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from enum import StrEnum
+import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from orchestrator.errors import GapsweepError, InputError
-from orchestrator.plan import expand, flatten, format_value
-from orchestrator.spec import load_spec
+from orchestrator import cli_results
+from orchestrator.cli_analyze import analyze
+from orchestrator.cli_common import (
+    DEFAULT_MLFLOW_URI,
+    DEFAULT_RESULTS_DB,
+    MlflowUri,
+    ResultsDb,
+    SpecArg,
+    SweepArg,
+    console,
+    err_console,
+    error,
+    exit_codes,
+    missing_sqlite_file,
+    require_store,
+)
+from orchestrator.errors import InputError
+from orchestrator.plan import Plan, expand
+from orchestrator.spec import LoadedSpec, load_spec, load_spec_text
 
 app = typer.Typer(
     help="gapsweep: sweeps of contrastive dual encoders for modality-gap research.",
@@ -29,77 +37,52 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"
-console = Console()
-err_console = Console(stderr=True)
+db_app = typer.Typer(help="Manage the results store's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
-SpecArg = Annotated[Path, typer.Argument(help="sweep spec YAML file", show_default=False)]
-ResultsDb = Annotated[
-    str,
-    typer.Option(
-        "--results-db", envvar="ORCHESTRATOR_RESULTS_DB", help="SQLAlchemy URL of the results store"
-    ),
-]
-MlflowUri = Annotated[
-    str, typer.Option("--mlflow-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI")
-]
 Address = Annotated[
     str | None,
     typer.Option("--address", envvar="RAY_ADDRESS", help="Ray cluster address; local Ray if unset"),
 ]
-
-
-class OutputFormat(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-
-
-@contextmanager
-def exit_codes() -> Iterator[None]:
-    """Turn the project's errors into one line per problem and an exit code, never a traceback."""
-    from trainers.errors import TrainerError
-
-    try:
-        yield
-    except InputError as exc:
-        for problem in exc.problems:
-            err_console.print(f"[red]error:[/] {problem}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except TrainerError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except GapsweepError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        raise typer.Exit(130) from None
+Storage = Annotated[Path, typer.Option("--storage", help="Ray Tune storage folder")]
+RerunFailed = Annotated[
+    bool, typer.Option("--rerun-failed", help="also run trials that failed before")
+]
+MAX_TRIALS_WITHOUT_YES = int(os.environ.get("GAPSWEEP_MAX_TRIALS", "1000"))
+Yes = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        help=f"run a sweep larger than {MAX_TRIALS_WITHOUT_YES} trials "
+        "(GAPSWEEP_MAX_TRIALS sets the limit)",
+    ),
+]
 
 
 @app.command()
 def validate(spec: SpecArg) -> None:
     """Check a spec and every trial it expands to, without running anything."""
     with exit_codes():
-        loaded = load_spec(spec)
-        plan = expand(loaded)
+        plan = expand(load_spec(spec))
     console.print(f"{spec}: valid, sweep {plan.spec.name!r} with {len(plan.trials)} trials")
 
 
 @app.command()
-def plan(spec: SpecArg, results_db: ResultsDb = "sqlite:///results.db") -> None:
-    """Print the trials a spec expands to, and which are already completed."""
+def plan(spec: SpecArg, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
+    """Print the trials a spec expands to, and which of them a submit would run."""
+    from rich.table import Table
+
     with exit_codes():
         the_plan = expand(load_spec(spec))
         statuses = _stored_statuses(results_db, the_plan.spec.name)
-    table = Table(
-        title=f"sweep {the_plan.spec.name}: {len(the_plan.trials)} trials", title_justify="left"
-    )
+    title = f"sweep {the_plan.spec.name}: {len(the_plan.trials)} trials"
+    table = Table(title=title, title_justify="left")
     for column in ("#", "key", "trial", "stored status", "will run"):
         table.add_column(column)
     for t in the_plan.trials:
         stored = statuses.get(t.key, "new")
-        table.add_row(str(t.index), t.key, t.name, stored, "no" if stored == "completed" else "yes")
+        runs = {"completed": "no", "failed": "with --rerun-failed"}.get(stored, "yes")
+        table.add_row(str(t.index), t.key, t.name, stored, runs)
     console.print(table)
     if the_plan.duplicates_dropped:
         console.print(f"{the_plan.duplicates_dropped} duplicate draws were dropped")
@@ -110,122 +93,137 @@ def submit(
     spec: SpecArg,
     address: Address = None,
     mlflow_uri: MlflowUri = DEFAULT_MLFLOW_URI,
-    results_db: ResultsDb = "sqlite:///results.db",
-    storage: Annotated[Path, typer.Option(help="Ray Tune storage folder")] = Path("runs"),
+    results_db: ResultsDb = DEFAULT_RESULTS_DB,
+    storage: Storage = Path("runs"),
+    rerun_failed: RerunFailed = False,
+    yes: Yes = False,
 ) -> None:
     """Run a sweep: every trial not yet completed, on local Ray or the cluster at --address."""
+    with exit_codes():
+        loaded = load_spec(spec)
+        the_plan = expand(loaded)
+    _run(loaded, the_plan, address, mlflow_uri, results_db, storage, rerun_failed, yes)
+
+
+@app.command()
+def resume(
+    sweep: SweepArg,
+    address: Address = None,
+    mlflow_uri: MlflowUri = DEFAULT_MLFLOW_URI,
+    results_db: ResultsDb = DEFAULT_RESULTS_DB,
+    storage: Storage = Path("runs"),
+    rerun_failed: RerunFailed = False,
+) -> None:
+    """Go on with an interrupted sweep, from the spec stored with it."""
+    from orchestrator.store.repository import ResultsStore
+
+    with exit_codes():
+        require_store(results_db)
+        store = ResultsStore(results_db)
+        try:
+            text = store.spec_text(sweep)
+        finally:
+            store.close()
+        loaded = load_spec_text(text, Path(f"<stored spec of {sweep}>"))
+        the_plan = expand(loaded)
+    _run(loaded, the_plan, address, mlflow_uri, results_db, storage, rerun_failed, yes=True)
+
+
+@app.command()
+def sync(
+    sweep: SweepArg,
+    mlflow_uri: MlflowUri = DEFAULT_MLFLOW_URI,
+    results_db: ResultsDb = DEFAULT_RESULTS_DB,
+) -> None:
+    """Back-fill MLflow from the results store: runs, metric steps and statuses it missed."""
+    from orchestrator.run import sync_mlflow
+    from orchestrator.store.repository import ResultsStore
+
+    with exit_codes():
+        require_store(results_db)
+        store = ResultsStore(results_db)
+        try:
+            behind = sync_mlflow(store, sweep, mlflow_uri, error)
+        finally:
+            store.close()
+    if behind:
+        error(f"{behind} trials could not be brought up to date; is MLflow reachable?")
+        raise typer.Exit(1)
+    console.print(f"MLflow is up to date with the results store for sweep {sweep}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
+    """Create the results store, or upgrade its schema to this version of gapsweep."""
+    from orchestrator.store.repository import ResultsStore, mask_url
+
+    with exit_codes():
+        store = ResultsStore(results_db)
+        before, after = store.schema_change
+        store.close()
+    was = "empty" if before is None else f"at {before}"
+    console.print(f"results store {mask_url(results_db)}: was {was}, now at {after}")
+
+
+def _run(
+    loaded: LoadedSpec,
+    the_plan: Plan,
+    address: str | None,
+    mlflow_uri: str,
+    results_db: str,
+    storage: Path,
+    rerun_failed: bool,
+    yes: bool,
+) -> None:
     from orchestrator.progress import summary_table
     from orchestrator.run import Settings
     from orchestrator.run import submit as run_submit
     from orchestrator.store.repository import ResultsStore
 
+    spec = the_plan.spec
     with exit_codes():
-        loaded = load_spec(spec)
-        the_plan = expand(loaded)
-        settings = Settings(
-            mlflow_uri=mlflow_uri, results_db=results_db, storage=storage, address=address
-        )
-        console.print(f"sweep [bold]{the_plan.spec.name}[/]: {len(the_plan.trials)} trials")
+        if len(the_plan.trials) > MAX_TRIALS_WITHOUT_YES and not yes:
+            raise InputError(
+                f"{loaded.path}: the sweep expands to {len(the_plan.trials)} trials, more than "
+                f"{MAX_TRIALS_WITHOUT_YES}; pass --yes to run it anyway"
+            )
+        settings = Settings(mlflow_uri, results_db, storage, address, rerun_failed)
+        console.print(f"sweep [bold]{spec.name}[/]: {len(the_plan.trials)} trials")
         store = ResultsStore(results_db)
         try:
             outcome = run_submit(loaded, the_plan, settings, console, store)
         finally:
             store.close()
     rows = [(t.status, t.varied, t.metrics) for t in outcome.trials]
-    metric = the_plan.spec.metric
+    title = f"summary of {spec.name}, best {spec.metric.name} first"
     console.print()
-    console.print(
-        summary_table(
-            f"summary of {the_plan.spec.name}, best {metric.name} first",
-            rows,
-            metric.name,
-            metric.mode,
+    console.print(summary_table(title, rows, spec.metric.name, spec.metric.mode))
+    ui = (
+        "mlflow ui"
+        if mlflow_uri == DEFAULT_MLFLOW_URI
+        else f"mlflow ui --backend-store-uri {mlflow_uri}"
+    )
+    console.print(f"results: orchestrator results {spec.name}    runs: {ui}", soft_wrap=True)
+    if outcome.mlflow_behind:
+        error(f"MLflow missed some results; run `orchestrator sync {spec.name}` once it is back")
+    for t in outcome.failed:
+        err_console.print(f"[red]failed:[/] {t.name} ({t.key}): {t.error}", highlight=False)
+    if outcome.stopped:
+        error(
+            f"{len(outcome.stopped)} trials were stopped; go on with `orchestrator resume "
+            f"{spec.name}` (or submit the spec again)"
         )
-    )
-    ui = "mlflow ui" + (
-        "" if mlflow_uri == DEFAULT_MLFLOW_URI else f" --backend-store-uri {mlflow_uri}"
-    )
-    console.print(
-        f"results: orchestrator results {the_plan.spec.name}    runs: {ui}", soft_wrap=True
-    )
-    if outcome.failed:
-        for t in outcome.failed:
-            err_console.print(f"[red]failed:[/] {t.name} ({t.key}): {t.error}", highlight=False)
-        err_console.print(f"{len(outcome.failed)} of {len(outcome.trials)} trials failed")
+    if outcome.failed or outcome.stopped or outcome.mlflow_behind:
+        if outcome.failed:
+            err_console.print(f"{len(outcome.failed)} of {len(outcome.trials)} trials failed")
         raise typer.Exit(1)
-
-
-@app.command()
-def results(
-    sweep: Annotated[str, typer.Argument(help="sweep name", show_default=False)],
-    fmt: Annotated[OutputFormat, typer.Option("--format", help="output format")] = (
-        OutputFormat.table
-    ),
-    results_db: ResultsDb = "sqlite:///results.db",
-) -> None:
-    """Print a sweep's trials with their settings and final metrics from the results store."""
-    from orchestrator.store.repository import ResultsStore
-
-    with exit_codes():
-        _require_sqlite_file(results_db)
-        store = ResultsStore(results_db)
-        try:
-            trials = store.trials(sweep)
-            sweep_view = store.get_sweep(sweep)
-        finally:
-            store.close()
-    records = [
-        {
-            "key": t.key,
-            "name": t.name,
-            "status": t.status,
-            "attempts": t.attempts,
-            "params": flatten(t.config),
-            "metrics": t.metrics,
-            "error": t.error,
-            "host": t.host,
-            "node": t.node_id,
-            "mlflow_run_id": t.mlflow_run_id,
-        }
-        for t in trials
-    ]
-    if fmt is OutputFormat.json:
-        sys.stdout.write(json.dumps(records, indent=2) + "\n")
-    elif fmt is OutputFormat.csv:
-        sys.stdout.write(_to_csv(records))
-    else:
-        from orchestrator.progress import summary_table
-
-        metric = sweep_view.metric_name if sweep_view else "loss"
-        mode = sweep_view.metric_mode if sweep_view else "min"
-        rows = [(t.status, t.varied, t.metrics) for t in trials]
-        console.print(summary_table(f"sweep {sweep}: {len(trials)} trials", rows, metric, mode))
-
-
-def _to_csv(records: list[dict[str, Any]]) -> str:
-    params = sorted({p for r in records for p in r["params"]})
-    metrics = sorted({m for r in records for m in r["metrics"]})
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["key", "name", "status", *params, *metrics])
-    for r in records:
-        writer.writerow(
-            [
-                r["key"],
-                r["name"],
-                r["status"],
-                *(format_value(r["params"].get(p, "")) for p in params),
-                *(r["metrics"].get(m, "") for m in metrics),
-            ]
-        )
-    return out.getvalue()
 
 
 def _stored_statuses(results_db: str, sweep: str) -> dict[str, str]:
     """Statuses of a sweep's stored trials; empty when there is no store or no such sweep yet."""
     from orchestrator.store.repository import ResultsStore
 
-    if _missing_sqlite_file(results_db):
+    if missing_sqlite_file(results_db):
         return {}
     store = ResultsStore(results_db)
     try:
@@ -236,18 +234,11 @@ def _stored_statuses(results_db: str, sweep: str) -> dict[str, str]:
         store.close()
 
 
-def _missing_sqlite_file(url: str) -> bool:
-    prefix = "sqlite:///"
-    return url.startswith(prefix) and not Path(url[len(prefix) :]).exists()
-
-
-def _require_sqlite_file(url: str) -> None:
-    # Reading from a store that does not exist would silently create an empty one.
-    if _missing_sqlite_file(url):
-        raise InputError(
-            f"no results store at {url}; run `orchestrator submit SPEC` first or pass --results-db"
-        )
-
+app.command()(analyze)
+app.command()(cli_results.sweeps)
+app.command()(cli_results.status)
+app.command()(cli_results.results)
+app.command()(cli_results.compare)
 
 if __name__ == "__main__":
     app()

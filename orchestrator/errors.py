@@ -26,5 +26,9 @@ class ServiceError(GapsweepError):
     """A service the run needs (Ray, MLflow, the results store) is unreachable. Exit code 1."""
 
 
+class SweepBusyError(GapsweepError):
+    """Another driver holds the sweep's lease. Exit code 1."""
+
+
 class SweepFailedError(GapsweepError):
     """The sweep ran but some trials failed. Exit code 1."""

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ray.tune import Callback
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator.errors import ServiceError
+from orchestrator.errors import InputError, ServiceError
+from orchestrator.mirror import MlflowMirror
 from orchestrator.plan import Plan, Trial
 from orchestrator.progress import SweepProgress
+from orchestrator.recorder import Recorder
 from orchestrator.spec import LoadedSpec
-from orchestrator.store.repository import NewTrial, ResultsStore, TrialView
+from orchestrator.store.repository import Holder, NewTrial, ResultsStore, TrialView
 from orchestrator.tracking import MlflowTracker
+
+LEASE_STALE_AFTER_S = 120.0
+HEARTBEAT_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,7 @@ class Settings:
     results_db: str = "sqlite:///results.db"
     storage: Path = Path("runs")
     address: str | None = None
+    rerun_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -33,10 +43,21 @@ class SweepOutcome:
     trials: list[TrialView]
     ran: int
     skipped: int
+    mlflow_behind: bool
 
     @property
     def failed(self) -> list[TrialView]:
         return [t for t in self.trials if t.status == "failed"]
+
+    @property
+    def stopped(self) -> list[TrialView]:
+        return [t for t in self.trials if t.status == "stopped"]
+
+
+def trials_to_run(plan: Plan, statuses: dict[str, str], rerun_failed: bool) -> list[Trial]:
+    """Completed trials never run again; failed ones only when asked to."""
+    skip = {"completed"} if rerun_failed else {"completed", "failed"}
+    return [t for t in plan.trials if statuses.get(t.key, "pending") not in skip]
 
 
 def submit(
@@ -45,38 +66,101 @@ def submit(
     spec = plan.spec
     tracker = MlflowTracker(settings.mlflow_uri)
     experiment_id = tracker.experiment_for(spec.name)
+    holder = Holder.this_process()
+    store.acquire_lease(spec.name, holder, LEASE_STALE_AFTER_S)
+    try:
+        return _submit_holding_lease(
+            loaded, plan, settings, console, store, tracker, experiment_id, holder
+        )
+    finally:
+        store.release_lease(spec.name, holder)
+
+
+def _submit_holding_lease(
+    loaded: LoadedSpec,
+    plan: Plan,
+    settings: Settings,
+    console: Console,
+    store: ResultsStore,
+    tracker: MlflowTracker,
+    experiment_id: str,
+    holder: Holder,
+) -> SweepOutcome:
+    spec = plan.spec
     sweep = store.upsert_sweep(
         spec.name, spec.trainer, loaded.text, loaded.spec_hash, (spec.metric.name, spec.metric.mode)
     )
     statuses = store.register_trials(spec.name, [_new_trial(t) for t in plan.trials])
-    todo = [t for t in plan.trials if statuses[t.key] != "completed"]
+    todo = trials_to_run(plan, statuses, settings.rerun_failed)
     parent = tracker.start_sweep_run(experiment_id, spec.name, loaded.text, sweep.mlflow_run_id)
     store.set_sweep_mlflow(spec.name, experiment_id, parent)
-
-    progress = SweepProgress(spec.name, _total_steps(plan))
-    for t in plan.trials:
-        progress.add(
-            t.key, t.name, t.varied, "skipped" if statuses[t.key] == "completed" else "pending"
-        )
-    if len(todo) < len(plan.trials):
-        console.print(
-            f"{len(plan.trials) - len(todo)} of {len(plan.trials)} trials already completed "
-            f"in the results store; running the other {len(todo)}."
-        )
+    mirror = MlflowMirror(
+        tracker, store, spec.name, (experiment_id, parent), lambda m: console.print(f"[yellow]{m}")
+    )
+    progress = _progress(plan, statuses, todo)
+    _say_what_is_skipped(console, plan, statuses, todo)
     if todo:
         with console.status("starting Ray..." if settings.address is None else "joining Ray..."):
             _init_ray(settings.address)
         try:
             with Live(progress, console=console, refresh_per_second=2, transient=False):
-                _run_tune(plan, todo, settings, store, tracker, (experiment_id, parent), progress)
+                beat = Heartbeat(store, spec.name, holder)
+                _run_tune(plan, todo, settings, store, Recorder(store, mirror, progress), beat)
         finally:
             # Trials Tune stopped without a verdict (Ctrl-C, driver shutdown) are not left
             # looking as if they were still running.
-            store.stop_unfinished(spec.name, [t.key for t in todo])
+            for key in store.stop_unfinished(spec.name, [t.key for t in todo]):
+                mirror.close_trial(key)
             _shutdown_local_ray(settings.address)
     views = store.trials(spec.name)
-    _finish_parent(tracker, parent, views, spec.metric.name, spec.metric.mode)
-    return SweepOutcome(trials=views, ran=len(todo), skipped=len(plan.trials) - len(todo))
+    _finish_parent(mirror, parent, views, spec.metric.name, spec.metric.mode)
+    return SweepOutcome(
+        trials=views,
+        ran=len(todo),
+        skipped=len(plan.trials) - len(todo),
+        mlflow_behind=not mirror.healthy,
+    )
+
+
+class Heartbeat(Callback):
+    """Keeps the sweep's lease fresh while Tune runs (Tune calls this every loop iteration)."""
+
+    def __init__(self, store: ResultsStore, sweep: str, holder: Holder) -> None:
+        self.store, self.sweep, self.holder = store, sweep, holder
+        self.last = time.monotonic()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"sweep": self.sweep}  # see Recorder.__getstate__
+
+    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if time.monotonic() - self.last >= HEARTBEAT_EVERY_S:
+            self.store.heartbeat(self.sweep, self.holder)
+            self.last = time.monotonic()
+
+
+def _progress(plan: Plan, statuses: dict[str, str], todo: list[Trial]) -> SweepProgress:
+    running = {t.key for t in todo}
+    progress = SweepProgress(plan.spec.name, _total_steps(plan))
+    for t in plan.trials:
+        shown = "pending" if t.key in running else statuses[t.key]
+        progress.add(t.key, t.name, t.varied, "skipped" if shown == "completed" else shown)
+    return progress
+
+
+def _say_what_is_skipped(
+    console: Console, plan: Plan, statuses: dict[str, str], todo: list[Trial]
+) -> None:
+    done = sum(1 for s in statuses.values() if s == "completed")
+    failed = sum(1 for t in plan.trials if statuses[t.key] == "failed")
+    if done:
+        console.print(
+            f"{done} of {len(plan.trials)} trials already completed in the results store; "
+            f"running the other {len(todo)}."
+        )
+    if failed and not any(statuses[t.key] == "failed" for t in todo):
+        console.print(
+            f"{failed} failed trials are not run again; pass --rerun-failed to retry them."
+        )
 
 
 def _run_tune(
@@ -84,21 +168,14 @@ def _run_tune(
     todo: list[Trial],
     settings: Settings,
     store: ResultsStore,
-    tracker: MlflowTracker,
-    mlflow_ids: tuple[str, str],
-    progress: SweepProgress,
+    recorder: Callback,
+    heartbeat: Callback,
 ) -> None:
-    # Tune's default CSV/JSON/TensorBoard loggers duplicate what the recorder writes, and its
-    # console output would interleave with the live table.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from ray import tune
 
-    from orchestrator.recorder import Recorder
     from orchestrator.trainable import run_trial
 
     spec = plan.spec
-    recorder = Recorder(spec.name, todo, store, tracker, mlflow_ids, progress)
     checkpoints = {v.key: v.checkpoint_path for v in store.trials(spec.name)}
     trainable = tune.with_parameters(
         run_trial,
@@ -120,7 +197,7 @@ def _run_tune(
             name=spec.name,
             storage_path=str(settings.storage.resolve()),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            callbacks=[recorder],
+            callbacks=[recorder, heartbeat],
             verbose=0,
             # The latest checkpoint resumes a retry; the one before stays as a fallback.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -170,16 +247,37 @@ def _total_steps(plan: Plan) -> int | None:
 
 
 def _finish_parent(
-    tracker: MlflowTracker, run_id: str, views: list[TrialView], metric: str, mode: str
+    mirror: MlflowMirror, run_id: str, views: list[TrialView], metric: str, mode: str
 ) -> None:
     completed = [v for v in views if v.status == "completed" and metric in v.metrics]
     summary = {
         "trials_completed": float(len(completed)),
         "trials_failed": float(sum(v.status == "failed" for v in views)),
+        "trials_stopped": float(sum(v.status == "stopped" for v in views)),
     }
     if completed:
         values = [v.metrics[metric] for v in completed]
         summary[f"best_{metric}"] = min(values) if mode == "min" else max(values)
-    tracker.log_metrics(run_id, 0, summary)
-    failed = any(v.status == "failed" for v in views)
-    tracker.end_run(run_id, "FAILED" if failed else "FINISHED")
+    status = "FAILED" if summary["trials_failed"] else "FINISHED"
+    if summary["trials_stopped"]:
+        status = "KILLED"
+    mirror.finish_parent(run_id, summary, status)
+
+
+def sync_mlflow(
+    store: ResultsStore, sweep: str, mlflow_uri: str, warn: Callable[[str], None]
+) -> int:
+    """Bring MLflow up to date with the store for one sweep; returns trials still behind."""
+    view = store.get_sweep(sweep)
+    if view is None:
+        raise InputError(f"no sweep named {sweep!r} in the results store")
+    tracker = MlflowTracker(mlflow_uri)
+    experiment_id = tracker.experiment_for(sweep)
+    parent = tracker.start_sweep_run(
+        experiment_id, sweep, store.spec_text(sweep), view.mlflow_run_id
+    )
+    store.set_sweep_mlflow(sweep, experiment_id, parent)
+    mirror = MlflowMirror(tracker, store, sweep, (experiment_id, parent), warn)
+    behind = mirror.sync_all()
+    _finish_parent(mirror, parent, store.trials(sweep), view.metric_name, view.metric_mode)
+    return behind

@@ -123,7 +123,11 @@ class LoadedSpec:
 
 def load_spec(path: Path) -> LoadedSpec:
     """Read, parse and validate a spec file; every problem found is raised at once."""
-    text = _read_text(path)
+    return load_spec_text(_read_text(path), path)
+
+
+def load_spec_text(text: str, path: Path) -> LoadedSpec:
+    """Parse and validate spec text; `path` names its source in messages."""
     data = _parse_yaml(text, path)
     problems: list[str] = []
     try:

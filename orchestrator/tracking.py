@@ -7,16 +7,22 @@ that is submitted again reuses its runs instead of creating duplicates.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import os
+import socket
+import subprocess
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ServiceError
 from orchestrator.store.repository import mask_url
 
 PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
+METRIC_BATCH = 1000  # and at most 1000 metric values
 SWEEP_TAG, KEY_TAG = "gapsweep.sweep", "gapsweep.trial_key"
 # MLflow 3's UI opens experiments in its GenAI view unless told they are model training.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -29,6 +35,10 @@ class MlflowTracker:
         # MLflow logs its schema migrations at INFO on every new store; not news to a user.
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # By default a request to a server that went away is retried for minutes, which would
+        # stall the whole sweep; the mirror retries later instead.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
 
@@ -52,9 +62,8 @@ class MlflowTracker:
     ) -> str:
         run_id = self._reusable(existing)
         if run_id is None:
-            run = self.client.create_run(
-                experiment_id, run_name=sweep, tags={SWEEP_TAG: sweep, "gapsweep.role": "sweep"}
-            )
+            tags = {SWEEP_TAG: sweep, "gapsweep.role": "sweep", **run_tags()}
+            run = self.client.create_run(experiment_id, run_name=sweep, tags=tags)
             run_id = run.info.run_id
         else:
             self.client.update_run(run_id, status="RUNNING")
@@ -76,7 +85,7 @@ class MlflowTracker:
         if run_id is not None:
             self.client.update_run(run_id, status="RUNNING")
             return run_id
-        tags = {"mlflow.parentRunId": parent_run_id, SWEEP_TAG: sweep, KEY_TAG: key}
+        tags = {"mlflow.parentRunId": parent_run_id, SWEEP_TAG: sweep, KEY_TAG: key, **run_tags()}
         if "seed" in params:
             tags["gapsweep.seed"] = str(params["seed"])
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)
@@ -90,6 +99,20 @@ class MlflowTracker:
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
         if batch:
             self.client.log_batch(run_id, metrics=batch)
+
+    def log_metric_rows(self, run_id: str, rows: list[tuple[int, str, float]]) -> None:
+        """Log (step, name, value) rows in as few batch calls as MLflow allows."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(n, v, now, step) for step, n, v in rows if math.isfinite(v)]
+        for start in range(0, len(batch), METRIC_BATCH):
+            self.client.log_batch(run_id, metrics=batch[start : start + METRIC_BATCH])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
@@ -114,3 +137,38 @@ class MlflowTracker:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+@functools.cache
+def run_tags() -> dict[str, str]:
+    """Provenance for every run: the code's git commit and the versions that produced it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {"gapsweep.git_commit": _git_commit(), "gapsweep.driver_host": socket.gethostname()}
+    for package in ("gapsweep", "torch", "ray", "mlflow", "transformers"):
+        try:
+            tags[f"gapsweep.version.{package}"] = version(package)
+        except PackageNotFoundError:
+            continue
+    return tags
+
+
+def _git_commit() -> str:
+    source = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=5,
+    ).stdout.strip()
+    commit = out.stdout.strip()
+    if out.returncode != 0 or not commit:
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")

@@ -155,7 +155,7 @@ def test_stop_unfinished_marks_only_running_trials(store: ResultsStore) -> None:
     store.mark_running("s", "k0", None, None)
     store.finish_trial("s", "k0", "completed", {"loss": 1.0})
     store.mark_running("s", "k1", None, None)
-    assert store.stop_unfinished("s", ["k0", "k1", "k2"]) == 1
+    assert store.stop_unfinished("s", ["k0", "k1", "k2"]) == ["k1"]
     assert [t.status for t in store.trials("s")] == ["completed", "stopped", "pending"]
 
 

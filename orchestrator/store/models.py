@@ -65,9 +65,25 @@ class TrialRow(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     last_step: Mapped[int | None] = mapped_column(Integer)
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    # The last step whose metrics reached MLflow; `orchestrator sync` logs what came after.
+    mlflow_last_step: Mapped[int | None] = mapped_column(Integer)
     final_metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)
 
     sweep: Mapped[SweepRow] = relationship(back_populates="trials")
+
+
+class LeaseRow(Base):
+    """Who is running a sweep now: a second `submit` of the same sweep refuses while the
+    holder's heartbeat is fresh, and takes over a lease whose holder died."""
+
+    __tablename__ = "leases"
+
+    sweep_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class MetricRow(Base):

@@ -8,20 +8,37 @@ completed | failed | stopped, and a trial that completed is never reset by `regi
 from __future__ import annotations
 
 import math
+import os
+import socket
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy import CursorResult, Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.errors import InputError, ServiceError
-from orchestrator.store.models import Base, MetricRow, SweepRow, TrialRow, utcnow
+from orchestrator.errors import InputError, ServiceError, SweepBusyError
+from orchestrator.store.models import LeaseRow, MetricRow, SweepRow, TrialRow, utcnow
+from orchestrator.store.schema import upgrade
 
 TERMINAL = ("completed", "failed", "stopped")
+
+
+@dataclass(frozen=True)
+class Holder:
+    """One driver process, as a lease records it."""
+
+    id: str
+    host: str
+    pid: int
+
+    @classmethod
+    def this_process(cls) -> Holder:
+        return cls(id=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid())
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,7 @@ class TrialView:
     node_id: str | None
     mlflow_run_id: str | None
     last_step: int | None
+    mlflow_last_step: int | None
     checkpoint_path: str | None
     started_at: datetime | None
     ended_at: datetime | None
@@ -68,7 +86,7 @@ class ResultsStore:
         self.engine = _make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         try:
-            Base.metadata.create_all(self.engine)
+            self.schema_change = upgrade(self.engine, mask_url(url))
         except OperationalError as exc:
             raise ServiceError(
                 f"results store {mask_url(url)} is unreachable: {exc.orig}"
@@ -102,6 +120,13 @@ class ResultsStore:
             row = s.scalar(select(SweepRow).where(SweepRow.name == name))
             return None if row is None else _sweep_view(row)
 
+    def spec_text(self, name: str) -> str:
+        with self._session() as s:
+            text = s.scalar(select(SweepRow.spec_text).where(SweepRow.name == name))
+            if text is None:
+                raise InputError(f"no sweep named {name!r} in the results store")
+            return text
+
     def list_sweeps(self) -> list[SweepView]:
         with self._session() as s:
             return [_sweep_view(r) for r in s.scalars(select(SweepRow).order_by(SweepRow.id))]
@@ -110,6 +135,75 @@ class ResultsStore:
         with self._session() as s:
             row = s.scalars(select(SweepRow).where(SweepRow.name == name)).one()
             row.mlflow_experiment_id, row.mlflow_run_id = experiment_id, run_id
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def acquire_lease(self, sweep: str, holder: Holder, stale_after_s: float) -> None:
+        """Become the one driver of `sweep`, or raise SweepBusyError naming who is.
+
+        A lease whose heartbeat is older than `stale_after_s`, or whose holder process on this
+        same host is gone, is taken over: its driver died without releasing it.
+        """
+        now = utcnow()
+        try:
+            with self._session() as s:
+                s.add(
+                    LeaseRow(
+                        sweep_name=sweep,
+                        holder=holder.id,
+                        host=holder.host,
+                        pid=holder.pid,
+                        acquired_at=now,
+                        heartbeat_at=now,
+                    )
+                )
+            return
+        except IntegrityError:
+            pass
+        with self._session() as s:
+            current = s.get(LeaseRow, sweep)
+            if current is None:  # released in between: try once more from the start
+                return self.acquire_lease(sweep, holder, stale_after_s)
+            age = (now - _aware(current.heartbeat_at)).total_seconds()
+            dead = current.host == holder.host and not _pid_alive(current.pid)
+            if age < stale_after_s and not dead:
+                raise SweepBusyError(
+                    f"sweep {sweep!r} is already being run by process {current.pid} on "
+                    f"{current.host} (last heartbeat {age:.0f} s ago); wait for it to finish, "
+                    f"or stop it first — a lease left by a killed driver expires after "
+                    f"{stale_after_s:.0f} s"
+                )
+            taken = cast(
+                CursorResult[Any],
+                s.execute(
+                    update(LeaseRow)
+                    .where(LeaseRow.sweep_name == sweep, LeaseRow.holder == current.holder)
+                    .values(
+                        holder=holder.id,
+                        host=holder.host,
+                        pid=holder.pid,
+                        acquired_at=now,
+                        heartbeat_at=now,
+                    )
+                ),
+            )
+            if taken.rowcount != 1:  # another driver took it over first
+                raise SweepBusyError(f"sweep {sweep!r} was just taken over by another driver")
+        return None
+
+    def heartbeat(self, sweep: str, holder: Holder) -> None:
+        with self._session() as s:
+            s.execute(
+                update(LeaseRow)
+                .where(LeaseRow.sweep_name == sweep, LeaseRow.holder == holder.id)
+                .values(heartbeat_at=utcnow())
+            )
+
+    def release_lease(self, sweep: str, holder: Holder) -> None:
+        with self._session() as s:
+            s.execute(
+                delete(LeaseRow).where(LeaseRow.sweep_name == sweep, LeaseRow.holder == holder.id)
+            )
 
     # -- trials -------------------------------------------------------------------------------
 
@@ -155,6 +249,25 @@ class ResultsStore:
         with self._session() as s:
             row = self._trial(s, sweep, key)
             row.host, row.node_id = host, node_id
+
+    def trial(self, sweep: str, key: str) -> TrialView:
+        with self._session() as s:
+            return _trial_view(self._trial(s, sweep, key))
+
+    def metrics_after(self, sweep: str, key: str, after_step: int) -> list[tuple[int, str, float]]:
+        """(step, name, value) of every stored value past `after_step`, in step order."""
+        with self._session() as s:
+            row = self._trial(s, sweep, key)
+            q = (
+                select(MetricRow.step, MetricRow.name, MetricRow.value)
+                .where(MetricRow.trial_id == row.id, MetricRow.step > after_step)
+                .order_by(MetricRow.step, MetricRow.name)
+            )
+            return [(int(st), str(n), float(v)) for st, n, v in s.execute(q)]
+
+    def set_mlflow_step(self, sweep: str, key: str, step: int) -> None:
+        with self._session() as s:
+            self._trial(s, sweep, key).mlflow_last_step = step
 
     def set_checkpoint(self, sweep: str, key: str, path: str) -> None:
         with self._session() as s:
@@ -202,8 +315,8 @@ class ResultsStore:
             if metrics is not None:
                 row.final_metrics = metrics
 
-    def stop_unfinished(self, sweep: str, keys: Sequence[str]) -> int:
-        """Mark the given trials that are still running as stopped; returns how many."""
+    def stop_unfinished(self, sweep: str, keys: Sequence[str]) -> list[str]:
+        """Mark the given trials that are still running as stopped; returns their keys."""
         with self._session() as s:
             rows = s.scalars(
                 select(TrialRow).where(
@@ -214,7 +327,7 @@ class ResultsStore:
             ).all()
             for row in rows:
                 row.status, row.ended_at = "stopped", utcnow()
-            return len(rows)
+            return [row.key for row in rows]
 
     def trials(self, sweep: str) -> list[TrialView]:
         with self._session() as s:
@@ -279,6 +392,21 @@ def _make_engine(url: str) -> Engine:
     return engine
 
 
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything here is written in UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers (`orchestrator results`) run while the sweep writes; the busy timeout
     # makes a second writer wait instead of failing at once.
@@ -314,6 +442,7 @@ def _trial_view(row: TrialRow) -> TrialView:
         node_id=row.node_id,
         mlflow_run_id=row.mlflow_run_id,
         last_step=row.last_step,
+        mlflow_last_step=row.mlflow_last_step,
         checkpoint_path=row.checkpoint_path,
         started_at=row.started_at,
         ended_at=row.ended_at,

@@ -1,0 +1,191 @@
+"""Commands that read the results store: sweeps, status, results and compare."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from orchestrator.cli_common import (
+    DEFAULT_RESULTS_DB,
+    ResultsDb,
+    SweepArg,
+    console,
+    exit_codes,
+    require_store,
+)
+from orchestrator.errors import InputError
+from orchestrator.plan import flatten, format_value
+from orchestrator.store.repository import ResultsStore, SweepView, TrialView
+
+STATUSES = ("pending", "running", "completed", "failed", "stopped")
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _open(url: str) -> ResultsStore:
+    require_store(url)
+    return ResultsStore(url)
+
+
+def _sweep_and_trials(url: str, sweep: str) -> tuple[SweepView, list[TrialView]]:
+    store = _open(url)
+    try:
+        view = store.get_sweep(sweep)
+        if view is None:
+            known = ", ".join(s.name for s in store.list_sweeps()) or "none yet"
+            raise InputError(f"no sweep named {sweep!r} in the results store (sweeps: {known})")
+        return view, store.trials(sweep)
+    finally:
+        store.close()
+
+
+def sweeps(results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
+    """List the sweeps in the results store with their trials by status."""
+    with exit_codes():
+        store = _open(results_db)
+        try:
+            rows = [(s, store.trials(s.name)) for s in store.list_sweeps()]
+        finally:
+            store.close()
+    table = Table(title=f"{len(rows)} sweeps", title_justify="left")
+    for column in ("sweep", "created", "trials", *STATUSES):
+        table.add_column(column, justify="left" if column in ("sweep", "created") else "right")
+    for sweep, trials in rows:
+        counts = [sum(t.status == s for t in trials) for s in STATUSES]
+        table.add_row(
+            sweep.name,
+            sweep.created_at.strftime("%Y-%m-%d %H:%M"),
+            str(len(trials)),
+            *(str(c) if c else "" for c in counts),
+        )
+    console.print(table)
+
+
+def status(sweep: SweepArg, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
+    """Show each trial's status, attempts, where it ran, and its error."""
+    with exit_codes():
+        _, trials = _sweep_and_trials(results_db, sweep)
+    table = Table(title=f"sweep {sweep}: {len(trials)} trials", title_justify="left")
+    for column in ("trial", "key", "status", "attempts", "step", "host", "error"):
+        table.add_column(column)
+    for t in trials:
+        table.add_row(
+            t.name,
+            t.key,
+            t.status,
+            str(t.attempts),
+            "" if t.last_step is None else str(t.last_step),
+            t.host or "",
+            t.error or "",
+        )
+    console.print(table)
+
+
+def results(
+    sweep: SweepArg,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="output format")] = (
+        OutputFormat.table
+    ),
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="sort by this metric (default: the sweep's)")
+    ] = None,
+    results_db: ResultsDb = DEFAULT_RESULTS_DB,
+) -> None:
+    """Print a sweep's trials with every setting and final metric from the results store."""
+    from orchestrator.progress import summary_table
+
+    with exit_codes():
+        view, trials = _sweep_and_trials(results_db, sweep)
+    records = [_record(t) for t in trials]
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+    elif fmt is OutputFormat.csv:
+        sys.stdout.write(_to_csv(records))
+    else:
+        name = metric or view.metric_name
+        mode = view.metric_mode if name == view.metric_name else _mode_of(name)
+        rows = [(t.status, t.varied, t.metrics) for t in trials]
+        console.print(summary_table(f"sweep {sweep}: {len(trials)} trials", rows, name, mode))
+
+
+def compare(
+    sweep: SweepArg,
+    by: Annotated[str, typer.Option("--by", help="dotted setting to group by", show_default=False)],
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="metric to compare (default: the sweep's)")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="write the curve as a PNG")] = None,
+    results_db: ResultsDb = DEFAULT_RESULTS_DB,
+) -> None:
+    """Group trials by one setting: mean, std and 95% interval of a metric over the others."""
+    from orchestrator.compare import group_by, plot_groups
+
+    with exit_codes():
+        view, trials = _sweep_and_trials(results_db, sweep)
+        name = metric or view.metric_name
+        groups = group_by(trials, by, name)
+    table = Table(title=f"sweep {sweep}: {name} by {by}", title_justify="left")
+    for column in (by, "trials", "mean", "std", "95% interval"):
+        table.add_column(column, justify="right")
+    for g in groups:
+        table.add_row(
+            format_value(g.value),
+            str(g.n),
+            f"{g.mean:.4f}",
+            "" if g.n < 2 else f"{g.std:.4f}",
+            f"[{g.ci_low:.4f}, {g.ci_high:.4f}]",
+        )
+    console.print(table)
+    if plot is not None:
+        console.print(f"wrote {plot_groups(groups, by, name, sweep, plot)}")
+
+
+def _record(t: TrialView) -> dict[str, Any]:
+    return {
+        "key": t.key,
+        "name": t.name,
+        "status": t.status,
+        "attempts": t.attempts,
+        "params": flatten(t.config),
+        "metrics": t.metrics,
+        "error": t.error,
+        "host": t.host,
+        "node": t.node_id,
+        "mlflow_run_id": t.mlflow_run_id,
+    }
+
+
+def _to_csv(records: list[dict[str, Any]]) -> str:
+    params = sorted({p for r in records for p in r["params"]})
+    metrics = sorted({m for r in records for m in r["metrics"]})
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["key", "name", "status", *params, *metrics])
+    for r in records:
+        writer.writerow(
+            [
+                r["key"],
+                r["name"],
+                r["status"],
+                *(format_value(r["params"].get(p, "")) for p in params),
+                *(r["metrics"].get(m, "") for m in metrics),
+            ]
+        )
+    return out.getvalue()
+
+
+def _mode_of(metric: str) -> str:
+    better_high = ("acc", "recall", "cosine", "separability")
+    return "max" if any(word in metric for word in better_high) else "min"

@@ -1,0 +1,1 @@
+"""Alembic migrations of the results store; they ship inside the package."""
