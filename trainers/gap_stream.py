@@ -230,9 +230,9 @@ def stream_gap_metrics(
         raise DataError(
             f"expected two arrays of the same shape (N, d), got {a.shape} and {b.shape}"
         )
-    if isinstance(a, np.ndarray):
-        # A plain view of a memory map: slicing np.memmap runs Python code on every chunk.
-        a, b = np.asarray(a), np.asarray(b)
+    # Plain views of memory maps: slicing an np.memmap runs Python code on every chunk.
+    a = np.asarray(a) if isinstance(a, np.ndarray) else a
+    b = np.asarray(b) if isinstance(b, np.ndarray) else b
     n, dim = int(a.shape[0]), int(a.shape[1])
     acc = GapAccumulator(dim, names)
     for rows in iter_chunks(n, chunk_rows or default_chunk_rows(dim)):
