@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from pydantic import BaseModel
 
 from trainers.config import TrialConfig
+from trainers.landscape import LandscapeConfig
 
 if TYPE_CHECKING:  # trainers.checkpoint imports torch, which validating a spec does not need
     from trainers.checkpoint import CheckpointHook
@@ -35,6 +36,18 @@ METRIC_NAMES = (
     "recall_at_1_a2b",
     "recall_at_1_b2a",
     "train_loss",
+    # groups of the data (shapes backgrounds): the fairness view of the paper's Table 2
+    "worst_group_acc",
+    "group_acc_spread",
+    # the gap shift of Table 1, evaluated after training (eval.shift_lambdas)
+    "shift_best_lambda",
+    "shift_best_zero_shot_acc",
+    "shift_zero_shot_gain",
+    # the `landscape` trainer (Figure 3): per shift, and where the loss is lowest
+    "shift",
+    "min_loss",
+    "min_loss_gap",
+    "min_loss_shift",
 )
 
 Report = Callable[[int, dict[str, float]], None]
@@ -49,6 +62,15 @@ def _run_dual_encoder(
     return train_dual_encoder(config, report, checkpoint).metrics
 
 
+def _run_landscape(
+    config: BaseModel, report: Report, checkpoint: CheckpointHook | None
+) -> dict[str, float]:
+    from trainers.landscape import run_landscape  # a closed-form simulation: nothing to resume
+
+    assert isinstance(config, LandscapeConfig)  # guaranteed by the registry entry
+    return run_landscape(config, report)
+
+
 @dataclass(frozen=True)
 class TrainerEntry:
     config_model: type[BaseModel]
@@ -57,6 +79,7 @@ class TrainerEntry:
 
 TRAINERS: dict[str, TrainerEntry] = {
     "dual_encoder": TrainerEntry(config_model=TrialConfig, run=_run_dual_encoder),
+    "landscape": TrainerEntry(config_model=LandscapeConfig, run=_run_landscape),
 }
 
 

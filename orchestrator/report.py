@@ -1,0 +1,224 @@
+"""`orchestrator report SWEEP`: one self-contained HTML page (figures embedded, PNGs beside it)
+built from the results store, with the PNGs also logged to the sweep's MLflow parent run.
+
+The figures that fit the sweep are chosen from what its trials hold: a metric versus the swept
+setting, series per trial, the gap shift curve and 2-D maps where final embeddings were saved
+(checkpoint.EMBEDDINGS_FILE beside each trial's final checkpoint).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from sqlalchemy import select
+
+from orchestrator.errors import InputError
+from orchestrator.plan import format_value
+from orchestrator.report_figures import (
+    centroid_similarity,
+    metric_versus_setting,
+    modality_map,
+    series_per_trial,
+    shift_figure,
+)
+from orchestrator.store.models import SweepRow
+from orchestrator.store.repository import ResultsStore, SweepView, TrialView
+from trainers.checkpoint import EMBEDDINGS_FILE, load_embeddings
+from trainers.errors import DataError
+
+TABLE_METRICS = (
+    "gap_norm", "cone_cosine_a", "cone_cosine_b", "paired_cosine", "loss", "temperature",
+    "zero_shot_acc", "recall_at_1_a2b", "worst_group_acc", "shift_best_lambda",
+    "shift_zero_shot_gain", "min_loss_gap", "min_loss_shift",
+)  # fmt: skip
+SHIFT_LAMBDAS = (-1.0, -0.75, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+MAP_TRIALS = 4  # 2-D maps drawn when no trials are chosen
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    name: str  # file stem
+    title: str
+    png: bytes
+
+
+@dataclass(frozen=True)
+class Report:
+    page: Path
+    pngs: list[Path]
+
+
+def build_report(
+    store: ResultsStore, sweep: str, out: Path, map_trials: list[str] | None = None
+) -> Report:
+    """Write `out/index.html` and `out/<figure>.png` for the sweep; returns their paths."""
+    view = store.get_sweep(sweep)
+    if view is None:
+        raise InputError(f"no sweep named {sweep!r} in the results store")
+    trials = store.trials(sweep)
+    figures = collect_figures(store, view, trials, map_trials or [])
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = []
+    for fig in figures:
+        path = out / f"{fig.name}.png"
+        path.write_bytes(fig.png)
+        pngs.append(path)
+    page = out / "index.html"
+    page.write_text(render_html(view, spec_text(store, sweep), trials, figures), encoding="utf-8")
+    return Report(page=page, pngs=pngs)
+
+
+def collect_figures(
+    store: ResultsStore, view: SweepView, trials: list[TrialView], map_trials: list[str]
+) -> list[ReportFigure]:
+    def series(key: str, name: str) -> list[tuple[int, float]]:
+        return store.metric_series(view.name, key, name)
+
+    metric = view.metric_name
+    candidates: list[tuple[str, str, Figure | None]] = [
+        (f"{metric}_vs_setting", f"final {metric} versus the swept setting",
+         metric_versus_setting(trials, metric)),
+    ]  # fmt: skip
+    if metric != "gap_norm":
+        candidates.append(
+            ("gap_vs_setting", "final gap_norm versus the swept setting",
+             metric_versus_setting(trials, "gap_norm"))
+        )  # fmt: skip
+    if any("min_loss_gap" in t.metrics for t in trials):
+        candidates.append(
+            ("landscape", "loss versus gap (Figure 3)",
+             series_per_trial(trials, series, "loss", "gap_norm"))
+        )  # fmt: skip
+    else:
+        candidates.append(
+            ("gap_during_training", "gap_norm during training",
+             series_per_trial(trials, series, "gap_norm"))
+        )  # fmt: skip
+    embeddings = trial_embeddings(trials)
+    candidates.append(
+        ("shift", "zero-shot accuracy and loss versus gap shift (Table 1)",
+         shift_figure(shift_curves(trials, embeddings)))
+    )  # fmt: skip
+    chosen = _chosen(trials, embeddings, map_trials)
+    candidates.append(("modality_map", "both modalities in 2-D", modality_map(chosen)))
+    if not settings_differ(trials):
+        candidates.append(
+            ("cone_centroids", "tower-a cone centroids across trials (Figure 2c)",
+             centroid_similarity(embeddings))
+        )  # fmt: skip
+    return [ReportFigure(name, title, _png(fig)) for name, title, fig in candidates if fig]
+
+
+def trial_embeddings(trials: list[TrialView]) -> dict[str, dict[str, np.ndarray]]:
+    """Final embeddings by trial name, for the completed trials that saved them."""
+    found = {}
+    for t in trials:
+        if t.status != "completed" or not t.checkpoint_path:
+            continue
+        if not (Path(t.checkpoint_path) / EMBEDDINGS_FILE).is_file():
+            continue
+        try:
+            found[t.name] = load_embeddings(Path(t.checkpoint_path))
+        except DataError:
+            continue  # a damaged file only loses its figure, not the report
+    return found
+
+
+def shift_curves(
+    trials: list[TrialView], embeddings: dict[str, dict[str, np.ndarray]]
+) -> dict[str, list[dict[str, float]]]:
+    from trainers.evaluate_shift import shift_table
+
+    curves = {}
+    for t in trials:
+        arrays = embeddings.get(t.name)
+        lambdas = tuple(t.config.get("eval", {}).get("shift_lambdas") or ())
+        if arrays is None or not lambdas or "labels" not in arrays:
+            continue
+        temperature = t.metrics.get("temperature", 0.01)
+        curves[t.name] = shift_table(arrays, lambdas, temperature)
+    return curves
+
+
+def settings_differ(trials: list[TrialView]) -> bool:
+    from orchestrator.report_figures import settings_of
+
+    return bool(settings_of(trials))
+
+
+def spec_text(store: ResultsStore, sweep: str) -> str:
+    with store.engine.connect() as connection:
+        text = connection.scalar(select(SweepRow.spec_text).where(SweepRow.name == sweep))
+    return str(text or "")
+
+
+def render_html(
+    view: SweepView, spec: str, trials: list[TrialView], figures: list[ReportFigure]
+) -> str:
+    done = sum(t.status == "completed" for t in trials)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>gapsweep report: {html.escape(view.name)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
+        "padding:2px 6px;text-align:right}pre{background:#f6f6f6;padding:1em}</style>",
+        f"</head><body><h1>sweep {html.escape(view.name)}</h1>",
+        f"<p>{done} of {len(trials)} trials completed; metric {view.metric_name} "
+        f"({view.metric_mode}).</p>",
+        "<h2>figures</h2>",
+    ]
+    for fig in figures:
+        data = base64.b64encode(fig.png).decode()
+        parts.append(f"<h3>{html.escape(fig.title)}</h3><img src='data:image/png;base64,{data}'>")
+    parts += ["<h2>results</h2>", results_table(trials), "<h2>spec</h2>"]
+    parts += [f"<pre>{html.escape(spec)}</pre></body></html>"]
+    return "\n".join(parts)
+
+
+def results_table(trials: list[TrialView]) -> str:
+    metrics = [m for m in TABLE_METRICS if any(m in t.metrics for t in trials)]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["trial", "key", "status", *metrics])
+    rows = []
+    for t in trials:
+        cells = [t.name, t.key, t.status] + [
+            format_value(t.metrics[m]) if m in t.metrics else "" for m in metrics
+        ]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def log_to_mlflow(tracking_uri: str, view: SweepView, pngs: list[Path]) -> bool:
+    """Log the PNGs as artifacts of the sweep's parent run; False when it has none."""
+    from orchestrator.tracking import MlflowTracker
+
+    if view.mlflow_run_id is None:
+        return False
+    tracker = MlflowTracker(tracking_uri)
+    for path in pngs:
+        tracker.client.log_artifact(view.mlflow_run_id, str(path), artifact_path="report")
+    return True
+
+
+def _chosen(
+    trials: list[TrialView], embeddings: dict[str, dict[str, np.ndarray]], keys: list[str]
+) -> dict[str, dict[str, np.ndarray]]:
+    if not keys:
+        return dict(list(embeddings.items())[:MAP_TRIALS])
+    names = {t.key: t.name for t in trials}
+    unknown = [k for k in keys if k not in names]
+    if unknown:
+        raise InputError(f"--trial {', '.join(unknown)}: no such trial key in the sweep")
+    return {names[k]: embeddings[names[k]] for k in keys if names[k] in embeddings}
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
