@@ -24,6 +24,7 @@ from rich.table import Table
 from orchestrator.errors import InputError
 from trainers.errors import DataError
 from trainers.gap import DEFAULT_MAX_PAIRS, METRIC_NAMES, SAMPLED_METRICS, GapReport, gap_report
+from trainers.gap_pairwise import principal_axes
 from trainers.gap_shift import DEFAULT_TEMPERATURE
 
 DEFAULT_SHIFT = "-1:1:0.25"
@@ -408,9 +409,9 @@ def _draw_embeddings(ax: Any, analysis: Analysis) -> None:
     x, y = _plot_rows(analysis)
     z = np.concatenate([x, y])
     centre = z.mean(axis=0)
-    # The first two right singular vectors of the centred rows: PCA without another dependency.
-    _, _, vt = np.linalg.svd(z - centre, full_matrices=False)
-    axes = vt[:2].T if vt.shape[0] >= 2 else np.pad(vt.T, ((0, 0), (0, 1)))
+    axes = principal_axes(z, 2)
+    if axes.shape[1] < 2:  # 1-d embeddings: draw them on a line
+        axes = np.pad(axes, ((0, 0), (0, 1)))
     px, py = (x - centre) @ axes, (y - centre) @ axes
     name_a, name_b = analysis.data.names
     for k in range(min(len(px), 100)):  # a few pair lines show the matching, more only clutter

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import AbstractContextManager
 
 import numpy as np
 import numpy.typing as npt
@@ -58,12 +59,29 @@ def pc1_variance_ratio(x: F64, y: F64) -> float:
     z = np.concatenate([x, y])
     centred = z - z.mean(axis=0)
     scatter = centred.T @ centred  # dxd: O(N·d²) time and dxd memory, whatever N is
-    # One BLAS thread: this small eigenproblem takes ~30 ms on one, but OpenBLAS's threads made
-    # it 10-40x slower whenever the other cores were busy (measured on a 2-core machine).
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         eigenvalues = np.linalg.eigvalsh(scatter)
     total = float(eigenvalues.sum())
     return float(eigenvalues[-1]) / total if total > 0 else float("nan")
+
+
+def principal_axes(z: F64, k: int) -> F64:
+    """The first `k` principal axes (unit columns, d x k) of the rows of `z` about their mean."""
+    centred = z - z.mean(axis=0)
+    with one_blas_thread():
+        _, vectors = np.linalg.eigh(centred.T @ centred)
+    axes: F64 = vectors[:, ::-1][:, :k]  # eigh sorts ascending
+    return axes
+
+
+def one_blas_thread() -> AbstractContextManager[object]:
+    """Run small dense linear algebra (dxd eigenproblems, SVDs) on one BLAS thread.
+
+    They take tens of milliseconds on one thread, but OpenBLAS's threads made them 10-40x slower
+    whenever the other cores were busy (measured on a 2-core machine).
+    """
+    limits: AbstractContextManager[object] = threadpool_limits(1, user_api="blas")
+    return limits
 
 
 def split_pairs(

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trainers.errors import DataError
+from trainers.gap_pairwise import one_blas_thread
 
 F64 = npt.NDArray[np.float64]
 
@@ -195,13 +196,15 @@ def procrustes_rotation(source: F64, target: F64, *, proper: bool = False) -> F6
 
     R = U·Vᵀ from the SVD of sourceᵀ·target. Closing the gap at init: R from modality b onto a,
     then use b·R; for a final Linear layer (weight W, outxin) that is W ← Rᵀ·W. `proper=True`
-    forbids reflections (det R = +1) at a slightly higher residual.
+    forbids reflections (det R = +1) at a slightly higher residual. With fewer pairs than
+    dimensions many rotations are optimal; this returns one of them.
     """
     if source.shape != target.shape or source.ndim != 2:
         raise DataError(
             f"expected two arrays of the same shape (N, d), got {source.shape} and {target.shape}"
         )
-    u, _, vt = np.linalg.svd(source.T @ target)
+    with one_blas_thread():
+        u, _, vt = np.linalg.svd(source.T @ target)
     if proper and np.linalg.det(u @ vt) < 0:
         u[:, -1] = -u[:, -1]
     rotation: F64 = u @ vt
