@@ -29,7 +29,7 @@ from trainers.gap_stream import GapAccumulator, normalised
 
 F64 = npt.NDArray[np.float64]
 LAMBDAS = (-0.5, 0.0, 0.5)
-SETTINGS = settings(max_examples=25, deadline=None)
+SETTINGS = settings(max_examples=25, deadline=None, database=None)
 
 
 @dataclass(frozen=True)
