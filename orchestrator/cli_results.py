@@ -78,7 +78,7 @@ def status(sweep: SweepArg, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
     with exit_codes():
         _, trials = _sweep_and_trials(results_db, sweep)
     table = Table(title=f"sweep {sweep}: {len(trials)} trials", title_justify="left")
-    for column in ("trial", "key", "status", "attempts", "step", "host", "error"):
+    for column in ("trial", "key", "status", "attempts", "step", "resumed from", "host", "error"):
         table.add_column(column)
     for t in trials:
         table.add_row(
@@ -87,6 +87,7 @@ def status(sweep: SweepArg, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
             t.status,
             str(t.attempts),
             "" if t.last_step is None else str(t.last_step),
+            "" if t.resumed_from_step is None else str(t.resumed_from_step),
             t.host or "",
             t.error or "",
         )
@@ -158,6 +159,7 @@ def _record(t: TrialView) -> dict[str, Any]:
         "name": t.name,
         "status": t.status,
         "attempts": t.attempts,
+        "resumed_from_step": t.resumed_from_step,
         "params": flatten(t.config),
         "metrics": t.metrics,
         "error": t.error,

@@ -16,6 +16,7 @@ from ray.tune import Callback
 from orchestrator.mirror import MlflowMirror
 from orchestrator.progress import SweepProgress
 from orchestrator.store.repository import ResultsStore
+from orchestrator.trainable import TERMINAL_ERROR
 from orchestrator.trainer_registry import METRIC_NAMES
 
 
@@ -27,6 +28,7 @@ class Recorder(Callback):
         self.progress = progress
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.placed: set[str] = set()
+        self.terminal_errors: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config (callbacks included) for `Tuner.restore`, which gapsweep
@@ -49,6 +51,9 @@ class Recorder(Callback):
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
         key = trial.config["trial_key"]
+        if isinstance(result.get(TERMINAL_ERROR), str):
+            self.terminal_errors[key] = result[TERMINAL_ERROR]
+            return
         step = int(result["step"])
         metrics = {
             name: float(result[name])
@@ -59,7 +64,9 @@ class Recorder(Callback):
         tags = None
         if first:
             host, node = result.get("host"), result.get("node_id")
-            self.store.set_placement(self.sweep, key, host, node)
+            resumed = result.get("resumed_from")
+            resumed_from = resumed if isinstance(resumed, int) and resumed >= 0 else None
+            self.store.set_placement(self.sweep, key, host, node, resumed_from)
             self.placed.add(key)
             tags = {"gapsweep.host": str(host), "gapsweep.node_id": str(node)}
         self.store.record_metrics(self.sweep, key, step, metrics, first_of_attempt=first)
@@ -74,9 +81,11 @@ class Recorder(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]
-        self.store.finish_trial(self.sweep, key, "completed", self.last_metrics.get(key, {}))
+        error = self.terminal_errors.pop(key, None)
+        status = "completed" if error is None else "failed"
+        self.store.finish_trial(self.sweep, key, status, self.last_metrics.get(key, {}), error)
         self.mirror.close_trial(key)
-        self.progress.update(key, status="completed")
+        self.progress.update(key, status=status)
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]

@@ -65,6 +65,8 @@ class TrialRow(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     last_step: Mapped[int | None] = mapped_column(Integer)
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    # The checkpoint step the latest attempt went on from; None when it started from scratch.
+    resumed_from_step: Mapped[int | None] = mapped_column(Integer)
     # The last step whose metrics reached MLflow; `orchestrator sync` logs what came after.
     mlflow_last_step: Mapped[int | None] = mapped_column(Integer)
     final_metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)

@@ -64,6 +64,7 @@ class TrialView:
     node_id: str | None
     mlflow_run_id: str | None
     last_step: int | None
+    resumed_from_step: int | None
     mlflow_last_step: int | None
     checkpoint_path: str | None
     started_at: datetime | None
@@ -245,10 +246,18 @@ class ResultsStore:
             row.error, row.final_metrics = None, None
             return row.attempts
 
-    def set_placement(self, sweep: str, key: str, host: str | None, node_id: str | None) -> None:
+    def set_placement(
+        self,
+        sweep: str,
+        key: str,
+        host: str | None,
+        node_id: str | None,
+        resumed_from_step: int | None = None,
+    ) -> None:
+        """Where the current attempt runs, and the checkpoint step it resumed from (if any)."""
         with self._session() as s:
             row = self._trial(s, sweep, key)
-            row.host, row.node_id = host, node_id
+            row.host, row.node_id, row.resumed_from_step = host, node_id, resumed_from_step
 
     def trial(self, sweep: str, key: str) -> TrialView:
         with self._session() as s:
@@ -442,6 +451,7 @@ def _trial_view(row: TrialRow) -> TrialView:
         node_id=row.node_id,
         mlflow_run_id=row.mlflow_run_id,
         last_step=row.last_step,
+        resumed_from_step=row.resumed_from_step,
         mlflow_last_step=row.mlflow_last_step,
         checkpoint_path=row.checkpoint_path,
         started_at=row.started_at,

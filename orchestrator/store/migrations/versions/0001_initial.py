@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("mlflow_run_id", sa.String(64)),
         sa.Column("last_step", sa.Integer),
         sa.Column("checkpoint_path", sa.Text),
+        sa.Column("resumed_from_step", sa.Integer),
         sa.Column("mlflow_last_step", sa.Integer),
         sa.Column("final_metrics", sa.JSON),
         sa.UniqueConstraint("sweep_id", "key", name="uq_trials_sweep_key"),

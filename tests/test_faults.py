@@ -1,0 +1,199 @@
+"""The fault matrix: each test injects its fault for real into a real sweep (local Ray, MLflow
+SQLite store, SQLite results store) and checks that nothing is lost or recorded twice."""
+
+from __future__ import annotations
+
+import copy
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.plan import expand
+from orchestrator.spec import load_spec
+from orchestrator.store.repository import ResultsStore, TrialView
+from tests.conftest import TINY_BASE
+from tests.helpers import (
+    kill_session,
+    mlflow_runs,
+    orchestrator,
+    start_orchestrator,
+    wait_for,
+    write_spec,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def spec(name: str, seeds: int = 2, **overrides: Any) -> dict[str, Any]:
+    base = copy.deepcopy(TINY_BASE)
+    for section, values in overrides.pop("base", {}).items():
+        base[section] = {**base.get(section, {}), **values}
+    return {
+        "name": name,
+        "base": base,
+        "parameters": {"seed": {"grid": list(range(seeds))}},
+        "metric": {"name": "gap_norm", "mode": "min"},
+        **overrides,
+    }
+
+
+TWO_EPOCHS = {"optim": {"epochs": 2}}  # 8 steps, reported every 2
+# Trials that take long enough (tens of seconds on 2 busy cores) to be interrupted mid-way.
+LONG = {"data": {"n_train": 256}, "optim": {"epochs": 24}, "eval": {"every_steps": 16}}
+
+
+def stored(workdir: Path, sweep: str) -> list[TrialView]:
+    if not (workdir / "results.db").exists():
+        return []
+    store = ResultsStore(f"sqlite:///{workdir / 'results.db'}")
+    try:
+        return store.trials(sweep) if store.get_sweep(sweep) else []
+    finally:
+        store.close()
+
+
+def sql_steps(workdir: Path, key: str, metric: str = "gap_norm") -> list[int]:
+    with sqlite3.connect(workdir / "results.db") as db:
+        rows = db.execute(
+            "SELECT m.step FROM metrics m JOIN trials t ON t.id = m.trial_id "
+            "WHERE t.key = ? AND m.name = ? ORDER BY m.step",
+            (key, metric),
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def assert_recorded_once(workdir: Path, sweep: str, expected_steps: list[int]) -> None:
+    """One row, one MLflow child run and one value per step for every trial."""
+    trials = stored(workdir, sweep)
+    client, runs = mlflow_runs(f"sqlite:///{workdir / 'mlflow.db'}", sweep)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == len(trials)
+    assert {r.info.run_id for r in children} == {t.mlflow_run_id for t in trials}
+    for t in trials:
+        assert sql_steps(workdir, t.key) == expected_steps, t.name
+        history = client.get_metric_history(t.mlflow_run_id, "gap_norm")
+        assert sorted(m.step for m in history) == expected_steps, t.name
+
+
+def test_a_trial_that_raises_is_retried_from_its_checkpoint(tmp_path: Path) -> None:
+    write_spec(tmp_path / "s.yaml", spec("raise-once", max_failures=1, base=TWO_EPOCHS))
+    result = orchestrator("submit", "s.yaml", cwd=tmp_path, GAPSWEEP_INJECT_FAULT="*@6")
+    assert result.returncode == 0, result.stderr
+    trials = stored(tmp_path, "raise-once")
+    assert [(t.status, t.attempts, t.resumed_from_step) for t in trials] == [
+        ("completed", 2, 4),
+        ("completed", 2, 4),
+    ]
+    assert_recorded_once(tmp_path, "raise-once", [0, 2, 4, 6, 8])
+
+
+def test_a_trial_that_keeps_raising_fails_and_the_others_finish(tmp_path: Path) -> None:
+    path = write_spec(tmp_path / "s.yaml", spec("raise-always", max_failures=1, base=TWO_EPOCHS))
+    doomed = expand(load_spec(path)).trials[0]
+    result = orchestrator(
+        "submit", "s.yaml", cwd=tmp_path, GAPSWEEP_INJECT_FAULT=f"{doomed.key}@4!"
+    )
+    assert result.returncode == 1
+    assert "1 of 2 trials failed" in result.stderr
+    assert "injected fault at step 4" in result.stderr
+    failed, other = stored(tmp_path, "raise-always")
+    assert (failed.key, failed.status, failed.attempts) == (doomed.key, "failed", 2)
+    assert failed.error == "RuntimeError: injected fault at step 4"
+    assert other.status == "completed"
+    client, _ = mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "raise-always")
+    run = client.get_run(failed.mlflow_run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["gapsweep.error"] == failed.error
+
+
+def test_a_non_finite_loss_fails_the_trial_at_once(tmp_path: Path) -> None:
+    # tau = 1e-45 makes 1/tau overflow float32: the first training step's loss is not finite.
+    nan_spec = spec("nan", seeds=1, max_failures=2, base={"loss": {"temperature": 1e-45}})
+    write_spec(tmp_path / "s.yaml", nan_spec)
+    result = orchestrator("submit", "s.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    (trial,) = stored(tmp_path, "nan")
+    assert (trial.status, trial.attempts) == ("failed", 1)  # not retried: it would diverge again
+    assert trial.error == "non-finite loss at step 1"
+
+
+def test_unreachable_services_are_reported_before_anything_starts(tmp_path: Path) -> None:
+    write_spec(tmp_path / "s.yaml", spec("services"))
+    bad_db = "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/nope?connect_timeout=3"
+    result = orchestrator("submit", "s.yaml", "--results-db", bad_db, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "results store" in result.stderr and "unreachable" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    result = orchestrator("submit", "s.yaml", "--mlflow-uri", "http://127.0.0.1:1", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "MLflow" in result.stderr and "unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # no trial was started
+
+
+def test_a_second_submit_of_a_running_sweep_is_refused(tmp_path: Path) -> None:
+    write_spec(tmp_path / "s.yaml", spec("busy", base=LONG))
+    first = start_orchestrator("submit", "s.yaml", cwd=tmp_path)
+    try:
+        wait_for(
+            lambda: any(t.status == "running" for t in stored(tmp_path, "busy")),
+            240,
+            "the first submit to start a trial",
+        )
+        second = orchestrator("submit", "s.yaml", cwd=tmp_path)
+        assert second.returncode == 1
+        assert "already being run by process" in second.stderr
+        assert first.wait(timeout=600) == 0
+    finally:
+        kill_session(first.pid)
+    assert [(t.status, t.attempts) for t in stored(tmp_path, "busy")] == [("completed", 1)] * 2
+
+
+def test_a_killed_driver_is_resumed_by_submitting_again(tmp_path: Path) -> None:
+    write_spec(tmp_path / "s.yaml", spec("killed", base=LONG))
+    driver = start_orchestrator("submit", "s.yaml", cwd=tmp_path)
+    try:
+        wait_for(
+            lambda: any((t.last_step or 0) >= 32 for t in stored(tmp_path, "killed")),
+            300,
+            "a trial to pass step 32",
+        )
+    finally:
+        kill_session(driver.pid)  # SIGKILL: the driver and every Ray process it started
+    driver.wait(timeout=30)
+    interrupted = {t.key: t.last_step for t in stored(tmp_path, "killed") if t.status == "running"}
+    assert interrupted
+    result = orchestrator("submit", "s.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for t in stored(tmp_path, "killed"):
+        assert t.status == "completed"
+        if t.key in interrupted:
+            assert t.attempts == 2
+            # It went on from the last checkpoint the store knew of, not from scratch.
+            assert t.resumed_from_step == interrupted[t.key]
+    assert_recorded_once(tmp_path, "killed", list(range(0, 385, 16)))
+
+
+def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path: Path) -> None:
+    write_spec(tmp_path / "s.yaml", spec("interrupted", base=LONG))
+    driver = start_orchestrator("submit", "s.yaml", cwd=tmp_path)
+    try:
+        wait_for(
+            lambda: any((t.last_step or 0) >= 16 for t in stored(tmp_path, "interrupted")),
+            300,
+            "a trial to pass step 16",
+        )
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        kill_session(driver.pid)
+    assert driver.returncode == 1
+    assert "orchestrator resume interrupted" in stderr
+    assert {t.status for t in stored(tmp_path, "interrupted")} <= {"stopped", "completed"}
+    result = orchestrator("resume", "interrupted", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [t.status for t in stored(tmp_path, "interrupted")] == ["completed"] * 2
+    assert_recorded_once(tmp_path, "interrupted", list(range(0, 385, 16)))
