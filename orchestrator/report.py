@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from sqlalchemy import select
 
 from orchestrator.errors import InputError
 from orchestrator.plan import format_value
@@ -27,7 +26,6 @@ from orchestrator.report_figures import (
     series_per_trial,
     shift_figure,
 )
-from orchestrator.store.models import SweepRow
 from orchestrator.store.repository import ResultsStore, SweepView, TrialView
 from trainers.checkpoint import EMBEDDINGS_FILE, load_embeddings
 from trainers.errors import DataError
@@ -70,7 +68,7 @@ def build_report(
         path.write_bytes(fig.png)
         pngs.append(path)
     page = out / "index.html"
-    page.write_text(render_html(view, spec_text(store, sweep), trials, figures), encoding="utf-8")
+    page.write_text(render_html(view, store.spec_text(sweep), trials, figures), encoding="utf-8")
     return Report(page=page, pngs=pngs)
 
 
@@ -150,12 +148,6 @@ def settings_differ(trials: list[TrialView]) -> bool:
     from orchestrator.report_figures import settings_of
 
     return bool(settings_of(trials))
-
-
-def spec_text(store: ResultsStore, sweep: str) -> str:
-    with store.engine.connect() as connection:
-        text = connection.scalar(select(SweepRow.spec_text).where(SweepRow.name == sweep))
-    return str(text or "")
 
 
 def render_html(

@@ -59,7 +59,7 @@ def test_unprojected_mlp_must_match_embed_dim() -> None:
     [({"kind": "cnn"}, VECTOR), ({"kind": "text_transformer"}, IMAGE), ({"kind": "mlp"}, TOKENS)],
 )
 def test_tower_refuses_other_inputs(side: dict[str, Any], spec: InputSpec) -> None:
-    with pytest.raises(DataError, match="reads .* inputs"):
+    with pytest.raises(DataError, match=r"reads .* inputs"):
         build_tower(tower_config(side), spec, 6, "image")
 
 

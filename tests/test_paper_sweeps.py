@@ -1,0 +1,55 @@
+"""The ready sweeps in sweeps/: each validates, and the fast ones reproduce the paper's numbers
+when their trials are run directly (without Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.plan import expand
+from orchestrator.spec import load_spec
+from orchestrator.trainer_registry import TRAINERS
+from trainers.config import TrialConfig
+from trainers.dual_encoder import train_dual_encoder
+from trainers.landscape import LandscapeConfig, run_landscape
+
+SWEEPS = Path(__file__).parents[1] / "sweeps"
+PAPER_RELU = {1: 0.319, 2: 0.494, 5: 0.754, 10: 0.948}  # Fig. 2b
+
+
+@pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_sweep_validates_and_says_what_it_reproduces(path: Path) -> None:
+    plan = expand(load_spec(path))
+    assert plan.trials and plan.spec.description
+    assert plan.spec.trainer in TRAINERS
+
+
+def test_temperature_sweep_keeps_its_shape() -> None:
+    plan = expand(load_spec(SWEEPS / "temperature.yaml"))
+    assert plan.spec.name == "temperature" and plan.spec.metric.name == "gap_norm"
+    assert len(plan.trials) == 12
+
+
+def test_cone_depth_relu_matches_the_paper() -> None:
+    plan = expand(load_spec(SWEEPS / "cone_depth.yaml"))
+    for trial in plan.trials:
+        depth = trial.varied["model.image.depth"]
+        if trial.varied["model.image.activation"] != "relu" or depth not in PAPER_RELU:
+            continue
+        assert isinstance(trial.config, TrialConfig)
+        result = train_dual_encoder(trial.config, lambda s, m: None)
+        assert result.metrics["cone_cosine_a"] == pytest.approx(PAPER_RELU[depth], abs=0.05)
+
+
+def test_landscape_sweep_shows_the_papers_finding() -> None:
+    plan = expand(load_spec(SWEEPS / "landscape.yaml"))
+    minima = {}
+    for trial in plan.trials:
+        assert isinstance(trial.config, LandscapeConfig)
+        c = trial.config
+        minima[c.layout, c.mismatched, c.temperature] = run_landscape(c, lambda s, m: None)
+    for layout in ("equator", "rings"):
+        assert minima[layout, True, 0.01]["min_loss_gap"] > 0.5
+        assert minima[layout, False, 0.01]["min_loss_gap"] < 1e-9
+        assert minima[layout, True, 1.0]["min_loss_gap"] < 1e-9
