@@ -14,7 +14,9 @@ class InputError(GapsweepError):
     """
 
     def __init__(self, problems: list[str] | str) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        given = [problems] if isinstance(problems, str) else list(problems)
+        # One line per problem, whatever a library put into its message.
+        self.problems = [" ".join(p.split()) for p in given]
         super().__init__("\n".join(self.problems))
 
 

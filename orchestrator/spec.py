@@ -216,7 +216,7 @@ def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line
         raise SpecError(f"{path}: invalid YAML: {where}{problem}") from None
     except RecursionError:
         raise SpecError(f"{path}: invalid YAML: nested too deeply") from None

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from orchestrator.errors import InputError, ServiceError
-from orchestrator.store.repository import NewTrial, ResultsStore, mask_url
+from orchestrator.errors import InputError, ServiceError, SweepBusyError
+from orchestrator.store.repository import Holder, NewTrial, ResultsStore, mask_url
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "GAPSWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -182,3 +182,53 @@ def test_bad_url_is_an_input_error() -> None:
     with pytest.raises(InputError):
         ResultsStore("notadb://x")
     assert "secret" not in mask_url("postgresql://u:secret@h/db")
+
+
+def test_schema_is_at_the_shipped_head(store: ResultsStore) -> None:
+    from orchestrator.store.schema import current_revision, head_revision
+
+    assert current_revision(store.engine) == head_revision()
+    # Opening it again changes nothing.
+    again = ResultsStore(store.url)
+    assert again.schema_change == (head_revision(), head_revision())
+    again.close()
+
+
+def test_a_store_from_a_newer_gapsweep_is_refused(store: ResultsStore) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    with pytest.raises(InputError, match="newer than this gapsweep knows"):
+        ResultsStore(store.url)
+
+
+def test_one_lease_per_sweep(store: ResultsStore) -> None:
+    first = Holder(id="a", host="host-1", pid=1)
+    second = Holder(id="b", host="host-2", pid=2)
+    store.acquire_lease("s", first, stale_after_s=60)
+    with pytest.raises(SweepBusyError, match="already being run by process 1 on host-1"):
+        store.acquire_lease("s", second, stale_after_s=60)
+    store.acquire_lease("other", second, stale_after_s=60)  # other sweeps are independent
+    store.release_lease("s", first)
+    store.acquire_lease("s", second, stale_after_s=60)
+
+
+def test_a_stale_lease_is_taken_over(store: ResultsStore) -> None:
+    store.acquire_lease("s", Holder(id="a", host="elsewhere", pid=1), stale_after_s=60)
+    store.acquire_lease("s", Holder(id="b", host="here", pid=2), stale_after_s=0)
+
+
+def test_a_lease_of_a_dead_process_on_this_host_is_taken_over(store: ResultsStore) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    me = Holder.this_process()
+    store.acquire_lease("s", Holder(id="dead", host=me.host, pid=int(gone.stdout)), 60)
+    store.acquire_lease("s", me, stale_after_s=60)
+    with pytest.raises(SweepBusyError):
+        store.acquire_lease("s", Holder(id="c", host=me.host, pid=me.pid), stale_after_s=60)
