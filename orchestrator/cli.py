@@ -27,9 +27,13 @@ from orchestrator.cli_common import (
     missing_sqlite_file,
     require_store,
 )
+from orchestrator.cli_report import report, write_report
 from orchestrator.errors import InputError
 from orchestrator.plan import Plan, expand
+from orchestrator.preflight import check_services
 from orchestrator.spec import LoadedSpec, load_spec, load_spec_text
+from orchestrator.store.repository import ResultsStore
+from orchestrator.warm_start import has_warm_starts, resolve_warm_starts
 
 app = typer.Typer(
     help="gapsweep: sweeps of contrastive dual encoders for modality-gap research.",
@@ -75,6 +79,13 @@ def plan(spec: SpecArg, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
     with exit_codes():
         the_plan = expand(load_spec(spec))
         statuses = _stored_statuses(results_db, the_plan.spec.name)
+        if has_warm_starts(the_plan):  # refuse sources that have not completed, as submit would
+            require_store(results_db)
+            store = ResultsStore(results_db)
+            try:
+                resolve_warm_starts(the_plan, store)
+            finally:
+                store.close()
     title = f"sweep {the_plan.spec.name}: {len(the_plan.trials)} trials"
     table = Table(title=title, title_justify="left")
     for column in ("#", "key", "trial", "stored status", "will run"):
@@ -97,12 +108,21 @@ def submit(
     storage: Storage = Path("runs"),
     rerun_failed: RerunFailed = False,
     yes: Yes = False,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report", help="write the HTML report here at the end")
+    ] = None,
 ) -> None:
     """Run a sweep: every trial not yet completed, on local Ray or the cluster at --address."""
     with exit_codes():
         loaded = load_spec(spec)
         the_plan = expand(loaded)
-    _run(loaded, the_plan, address, mlflow_uri, results_db, storage, rerun_failed, yes)
+    try:
+        _run(loaded, the_plan, address, mlflow_uri, results_db, storage, rerun_failed, yes)
+    finally:
+        if report_dir is not None and not missing_sqlite_file(results_db):
+            with exit_codes():
+                page, _ = write_report(the_plan.spec.name, report_dir, results_db, mlflow_uri, None)
+            console.print(f"report: {page}")
 
 
 @app.command()
@@ -115,7 +135,6 @@ def resume(
     rerun_failed: RerunFailed = False,
 ) -> None:
     """Go on with an interrupted sweep, from the spec stored with it."""
-    from orchestrator.store.repository import ResultsStore
 
     with exit_codes():
         require_store(results_db)
@@ -137,7 +156,6 @@ def sync(
 ) -> None:
     """Back-fill MLflow from the results store: runs, metric steps and statuses it missed."""
     from orchestrator.run import sync_mlflow
-    from orchestrator.store.repository import ResultsStore
 
     with exit_codes():
         require_store(results_db)
@@ -155,7 +173,7 @@ def sync(
 @db_app.command("upgrade")
 def db_upgrade(results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
     """Create the results store, or upgrade its schema to this version of gapsweep."""
-    from orchestrator.store.repository import ResultsStore, mask_url
+    from orchestrator.store.repository import mask_url
 
     with exit_codes():
         store = ResultsStore(results_db)
@@ -178,7 +196,6 @@ def _run(
     from orchestrator.progress import summary_table
     from orchestrator.run import Settings
     from orchestrator.run import submit as run_submit
-    from orchestrator.store.repository import ResultsStore
 
     spec = the_plan.spec
     with exit_codes():
@@ -189,8 +206,10 @@ def _run(
             )
         settings = Settings(mlflow_uri, results_db, storage, address, rerun_failed)
         console.print(f"sweep [bold]{spec.name}[/]: {len(the_plan.trials)} trials")
+        check_services(mlflow_uri, results_db, address)
         store = ResultsStore(results_db)
         try:
+            the_plan = resolve_warm_starts(the_plan, store)
             outcome = run_submit(loaded, the_plan, settings, console, store)
         finally:
             store.close()
@@ -221,8 +240,6 @@ def _run(
 
 def _stored_statuses(results_db: str, sweep: str) -> dict[str, str]:
     """Statuses of a sweep's stored trials; empty when there is no store or no such sweep yet."""
-    from orchestrator.store.repository import ResultsStore
-
     if missing_sqlite_file(results_db):
         return {}
     store = ResultsStore(results_db)
@@ -235,6 +252,7 @@ def _stored_statuses(results_db: str, sweep: str) -> dict[str, str]:
 
 
 app.command()(analyze)
+app.command()(report)
 app.command()(cli_results.sweeps)
 app.command()(cli_results.status)
 app.command()(cli_results.results)

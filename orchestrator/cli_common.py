@@ -50,7 +50,8 @@ def exit_codes() -> Iterator[None]:
         error(str(exc))
         raise typer.Exit(2) from None
     except GapsweepError as exc:
-        error(str(exc))
+        for line in str(exc).splitlines():
+            error(line)
         raise typer.Exit(1) from None
 
 

