@@ -9,9 +9,12 @@ store, and `orchestrator sync SWEEP` does the same after the fact.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from orchestrator.artifacts import write_trial_artifacts
 from orchestrator.plan import flatten
 from orchestrator.store.repository import ResultsStore, TrialView
 from orchestrator.tracking import MlflowTracker
@@ -68,6 +71,7 @@ class MlflowMirror:
         if status is None or view.mlflow_run_id is None:
             return
         run_id = view.mlflow_run_id
+        self._log_artifacts(view, run_id)
         if view.error:
             tags = {"gapsweep.error": view.error[:5000]}
             self._attempt(lambda: self.tracker.set_tags(run_id, tags))
@@ -86,6 +90,11 @@ class MlflowMirror:
             elif view.status == "running" or view.last_step is not None:
                 self.push(view.key)
         return sum(1 for v in self.store.trials(self.sweep) if _behind(v))
+
+    def _log_artifacts(self, view: TrialView, run_id: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="gapsweep-artifacts-") as folder:
+            files = write_trial_artifacts(view, Path(folder))
+            self._attempt(lambda: self.tracker.log_files(run_id, files))
 
     def _run_for(self, view: TrialView) -> str | None:
         if view.mlflow_run_id is not None:

@@ -136,6 +136,14 @@ def modality_map(embeddings: dict[str, dict[str, np.ndarray]]) -> Figure | None:
             ax.plot([pa[i, 0], pb[i, 0]], [pa[i, 1], pb[i, 1]], color="grey", lw=0.3)
         ax.scatter(pa[:, 0], pa[:, 1], s=6, label="a (image)", color="tab:red")
         ax.scatter(pb[:, 0], pb[:, 1], s=6, label="b (text)", color="tab:blue")
+        # The gap vector: from the centroid of b to the centroid of a, in the same projection.
+        ca, cb = pa.mean(axis=0), pb.mean(axis=0)
+        ax.annotate(
+            "",
+            xy=(ca[0], ca[1]),
+            xytext=(cb[0], cb[1]),
+            arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.5},
+        )
         ax.set_title(name, fontsize=8)
         ax.legend(fontsize=7)
     return fig

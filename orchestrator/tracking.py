@@ -114,6 +114,10 @@ class MlflowTracker:
 
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
+    def log_files(self, run_id: str, files: list[Path]) -> None:
+        for file in files:
+            self.client.log_artifact(run_id, str(file))
+
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
 

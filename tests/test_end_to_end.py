@@ -45,7 +45,7 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
     spec = {
         "name": "tiny",
         "base": TINY_BASE,
-        "parameters": {"loss.temperature": {"grid": [0.05, 0.5]}},
+        "parameters": {"loss.temperature": {"grid": [0.05, 0.5]}, "seed": {"grid": [0, 1]}},
         "metric": {"name": "gap_norm", "mode": "min"},
     }
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(spec))
@@ -65,7 +65,7 @@ def mlflow_runs(workdir: Path) -> tuple[Any, list[Any]]:
 
 def test_submit_prints_live_and_summary_tables(finished_sweep: tuple[Path, str]) -> None:
     _, out = finished_sweep
-    assert "sweep tiny: 2 trials" in out
+    assert "sweep tiny: 4 trials" in out
     assert "summary of tiny, best gap_norm first" in out
     assert "temperature" in out and "zero_shot_acc" in out
     assert "Traceback" not in out
@@ -78,14 +78,27 @@ def test_mlflow_has_one_parent_and_a_nested_child_per_trial(
     client, runs = mlflow_runs(workdir)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 2
+    assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert parent.info.run_name == "tiny" and parent.info.status == "FINISHED"
-    assert parent.data.metrics["trials_completed"] == 2
+    assert parent.data.metrics["trials_completed"] == 4
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert sorted(c.info.run_name for c in children) == ["temperature=0.05", "temperature=0.5"]
+    assert sorted(c.info.run_name for c in children) == [
+        f"temperature={t} seed={s}" for t in ("0.05", "0.5") for s in (0, 1)
+    ]
     for child in children:
         assert child.info.status == "FINISHED"
+        tags = child.data.tags
+        assert tags["gapsweep.sweep"] == "tiny" and len(tags["gapsweep.trial_key"]) == 16
+        assert tags["gapsweep.seed"] in ("0", "1") and tags["gapsweep.host"]
+        assert tags["gapsweep.git_commit"] and tags["gapsweep.version.torch"]
+        files = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {
+            "config.yaml",
+            "metrics.json",
+            "embeddings_sample.npz",
+            "modalities_2d.png",
+        } <= files
         params = child.data.params
         assert params["loss.temperature"] in ("0.05", "0.5")
         assert params["data.n_train"] == "64" and params["model.init.scheme"] == "default"
@@ -103,7 +116,7 @@ def test_results_json_lists_every_trial(finished_sweep: tuple[Path, str]) -> Non
     result = orchestrator("results", "tiny", "--format", "json", cwd=workdir)
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)
-    assert len(records) == 2
+    assert len(records) == 4
     for record in records:
         assert record["status"] == "completed"
         assert record["attempts"] == 1
@@ -128,7 +141,7 @@ def test_results_csv_and_table(finished_sweep: tuple[Path, str]) -> None:
             io.StringIO(orchestrator("results", "tiny", "--format", "csv", cwd=workdir).stdout)
         )
     )
-    assert len(rows) == 2 and {r["status"] for r in rows} == {"completed"}
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
     assert {"loss.temperature", "gap_norm"} <= rows[0].keys()
     table = orchestrator("results", "tiny", cwd=workdir)
     assert table.returncode == 0 and "gap_norm" in table.stdout
@@ -140,13 +153,32 @@ def test_resubmitting_runs_nothing_again_and_duplicates_nothing(
     workdir, _ = finished_sweep
     result = orchestrator("submit", "tiny.yaml", cwd=workdir)
     assert result.returncode == 0, result.stderr
-    assert "2 of 2 trials already completed" in result.stdout
+    assert "4 of 4 trials already completed" in result.stdout
     _, runs = mlflow_runs(workdir)
-    assert len(runs) == 3
+    assert len(runs) == 5
     records = json.loads(orchestrator("results", "tiny", "--format", "json", cwd=workdir).stdout)
-    assert [r["attempts"] for r in records] == [1, 1]
+    assert [r["attempts"] for r in records] == [1, 1, 1, 1]
     plan = orchestrator("plan", "tiny.yaml", cwd=workdir)
-    assert plan.stdout.count("completed") == 2
+    assert plan.stdout.count("completed") == 4
+
+
+def test_sweeps_status_and_compare(finished_sweep: tuple[Path, str]) -> None:
+    workdir, _ = finished_sweep
+    sweeps = orchestrator("sweeps", cwd=workdir)
+    assert sweeps.returncode == 0 and "tiny" in sweeps.stdout
+    status = orchestrator("status", "tiny", cwd=workdir)
+    assert status.returncode == 0 and status.stdout.count("completed") == 4
+    result = orchestrator(
+        "compare", "tiny", "--by", "loss.temperature", "--plot", "gap.png", cwd=workdir
+    )
+    assert result.returncode == 0, result.stderr
+    records = json.loads(orchestrator("results", "tiny", "--format", "json", cwd=workdir).stdout)
+    low = [r["metrics"]["gap_norm"] for r in records if r["params"]["loss.temperature"] == 0.05]
+    mean = sum(low) / 2
+    assert f"{mean:.4f}" in result.stdout  # the group's mean over its two seeds
+    assert (workdir / "gap.png").stat().st_size > 1000
+    bad = orchestrator("compare", "tiny", "--by", "loss.temprature", cwd=workdir)
+    assert bad.returncode == 2 and "not a setting" in bad.stderr
 
 
 def test_unknown_sweep_exit_code_2(finished_sweep: tuple[Path, str]) -> None:
