@@ -30,10 +30,7 @@ from orchestrator.cli_common import (
 from orchestrator.cli_report import report, write_report
 from orchestrator.errors import InputError
 from orchestrator.plan import Plan, expand
-from orchestrator.preflight import check_services
 from orchestrator.spec import LoadedSpec, load_spec, load_spec_text
-from orchestrator.store.repository import ResultsStore
-from orchestrator.warm_start import has_warm_starts, resolve_warm_starts
 
 app = typer.Typer(
     help="gapsweep: sweeps of contrastive dual encoders for modality-gap research.",
@@ -75,6 +72,9 @@ def validate(spec: SpecArg) -> None:
 def plan(spec: SpecArg, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
     """Print the trials a spec expands to, and which of them a submit would run."""
     from rich.table import Table
+
+    from orchestrator.store.repository import ResultsStore
+    from orchestrator.warm_start import has_warm_starts, resolve_warm_starts
 
     with exit_codes():
         the_plan = expand(load_spec(spec))
@@ -135,6 +135,7 @@ def resume(
     rerun_failed: RerunFailed = False,
 ) -> None:
     """Go on with an interrupted sweep, from the spec stored with it."""
+    from orchestrator.store.repository import ResultsStore
 
     with exit_codes():
         require_store(results_db)
@@ -156,6 +157,7 @@ def sync(
 ) -> None:
     """Back-fill MLflow from the results store: runs, metric steps and statuses it missed."""
     from orchestrator.run import sync_mlflow
+    from orchestrator.store.repository import ResultsStore
 
     with exit_codes():
         require_store(results_db)
@@ -173,7 +175,7 @@ def sync(
 @db_app.command("upgrade")
 def db_upgrade(results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
     """Create the results store, or upgrade its schema to this version of gapsweep."""
-    from orchestrator.store.repository import mask_url
+    from orchestrator.store.repository import ResultsStore, mask_url
 
     with exit_codes():
         store = ResultsStore(results_db)
@@ -193,9 +195,12 @@ def _run(
     rerun_failed: bool,
     yes: bool,
 ) -> None:
+    from orchestrator.preflight import check_services
     from orchestrator.progress import summary_table
     from orchestrator.run import Settings
     from orchestrator.run import submit as run_submit
+    from orchestrator.store.repository import ResultsStore
+    from orchestrator.warm_start import resolve_warm_starts
 
     spec = the_plan.spec
     with exit_codes():
@@ -240,6 +245,8 @@ def _run(
 
 def _stored_statuses(results_db: str, sweep: str) -> dict[str, str]:
     """Statuses of a sweep's stored trials; empty when there is no store or no such sweep yet."""
+    from orchestrator.store.repository import ResultsStore
+
     if missing_sqlite_file(results_db):
         return {}
     store = ResultsStore(results_db)

@@ -8,7 +8,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -23,7 +23,9 @@ from orchestrator.cli_common import (
 )
 from orchestrator.errors import InputError
 from orchestrator.plan import flatten, format_value
-from orchestrator.store.repository import ResultsStore, SweepView, TrialView
+
+if TYPE_CHECKING:
+    from orchestrator.store.repository import ResultsStore, SweepView, TrialView
 
 STATUSES = ("pending", "running", "completed", "failed", "stopped")
 
@@ -35,6 +37,8 @@ class OutputFormat(StrEnum):
 
 
 def _open(url: str) -> ResultsStore:
+    from orchestrator.store.repository import ResultsStore
+
     require_store(url)
     return ResultsStore(url)
 

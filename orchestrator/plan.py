@@ -8,10 +8,12 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from numpy.random import Generator
 
 from orchestrator.errors import SpecError
 from orchestrator.spec import Domain, LoadedSpec, SweepSpec
@@ -104,6 +106,8 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _assignments(spec: SweepSpec) -> list[dict[str, Any]]:
+    import numpy as np  # only random search needs it; keeps `orchestrator validate` quick
+
     rng = np.random.default_rng(spec.seed)
     grid_paths = [p for p, d in spec.parameters.items() if d.kind == "grid"]
     drawn_paths = [p for p, d in spec.parameters.items() if d.kind != "grid"]
@@ -117,7 +121,7 @@ def _assignments(spec: SweepSpec) -> list[dict[str, Any]]:
     return out
 
 
-def _draw(domain: Domain, rng: np.random.Generator) -> Any:
+def _draw(domain: Domain, rng: Generator) -> Any:
     if domain.choice is not None:
         return domain.choice[int(rng.integers(len(domain.choice)))]
     if domain.uniform is not None:

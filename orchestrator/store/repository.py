@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.errors import InputError, ServiceError, SweepBusyError
 from orchestrator.store.models import LeaseRow, MetricRow, SweepRow, TrialRow, utcnow
-from orchestrator.store.schema import upgrade
 
 TERMINAL = ("completed", "failed", "stopped")
 
@@ -86,6 +85,8 @@ class ResultsStore:
         self.url = url
         self.engine = _make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        from orchestrator.store.schema import upgrade  # Alembic costs start-up time; only here
+
         try:
             self.schema_change = upgrade(self.engine, mask_url(url))
         except OperationalError as exc:

@@ -1,0 +1,169 @@
+"""Results-store benchmark: `orchestrator results` and `compare` on a store holding 10,000 trials
+and 10,000,000 metric rows, on SQLite and on PostgreSQL.
+
+    python -m benchmarks.results_store                      # full size (a few minutes)
+    python -m benchmarks.results_store --trials 200 --steps 10   # the CI smoke size
+
+For each backend it fills a fresh store (not timed), then times, best of 3:
+- `query`: the command's own work in this process (read the sweep, build the JSON or the groups);
+- `cli`: the whole `orchestrator results/compare` command in a new process, start-up included.
+Goal: under 1 s each for the command's work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, insert, select, text, update
+
+from orchestrator.cli_results import _record
+from orchestrator.compare import group_by
+from orchestrator.store.models import MetricRow, TrialRow
+from orchestrator.store.repository import NewTrial, ResultsStore
+
+POSTGRES_ADMIN = os.environ.get(
+    "GAPSWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+METRICS = ("loss", "gap_norm", "centroid_cosine", "paired_cosine", "zero_shot_acc")
+SWEEP = "bench"
+ORCHESTRATOR = str(Path(sys.executable).with_name("orchestrator"))
+
+
+def fill(store: ResultsStore, trials: int, steps: int) -> None:
+    """`trials` completed trials over 10 temperatures, each with `steps` x 5 metric rows."""
+    store.upsert_sweep(SWEEP, "dual_encoder", "name: bench\n", "x", ("gap_norm", "min"))
+    temps = [0.01 * 2**i for i in range(10)]
+    new = [
+        NewTrial(
+            key=uuid.uuid4().hex[:16], name=f"t{i}", position=i,
+            config={"seed": i, "loss": {"temperature": temps[i % 10]}, "optim": {"lr": 1e-3}},
+            varied={"loss.temperature": temps[i % 10], "seed": i},
+        )
+        for i in range(trials)
+    ]  # fmt: skip
+    store.register_trials(SWEEP, new)
+    rng = random.Random(0)
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(TrialRow).values(
+                status="completed", attempts=1, final_metrics={m: rng.random() for m in METRICS}
+            )
+        )
+        ids = [row[0] for row in conn.execute(select(TrialRow.id))]
+    per_step = len(METRICS)
+    for chunk in _chunks(ids, max(1, 200_000 // (steps * per_step))):
+        rows = [
+            {"trial_id": tid, "step": s, "name": m, "value": rng.random()}
+            for tid in chunk for s in range(steps) for m in METRICS
+        ]  # fmt: skip
+        with store.engine.begin() as conn:
+            conn.execute(insert(MetricRow), rows)
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def best_of(repeats: int, action: Callable[[], object]) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def query_results(url: str) -> str:
+    store = ResultsStore(url)
+    try:
+        return json.dumps([_record(t) for t in store.trials(SWEEP)])
+    finally:
+        store.close()
+
+
+def query_compare(url: str) -> object:
+    store = ResultsStore(url)
+    try:
+        return group_by(store.trials(SWEEP), "loss.temperature", "gap_norm")
+    finally:
+        store.close()
+
+
+def cli(url: str, *args: str) -> None:
+    subprocess.run(
+        [ORCHESTRATOR, *args, "--results-db", url], check=True, capture_output=True, timeout=600
+    )
+
+
+@contextmanager
+def sqlite_store(folder: Path) -> Iterator[str]:
+    yield f"sqlite:///{folder / 'bench.db'}"
+
+
+@contextmanager
+def postgres_store() -> Iterator[str]:
+    name = f"gapsweep_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def measure(backend: str, url: str, trials: int, steps: int, repeats: int) -> dict[str, object]:
+    start = time.perf_counter()
+    store = ResultsStore(url)
+    fill(store, trials, steps)
+    rows = store.count_metric_rows(SWEEP)
+    store.close()
+    fill_s = time.perf_counter() - start
+    return {
+        "backend": backend,
+        "trials": trials,
+        "metric_rows": rows,
+        "fill_s": round(fill_s, 1),
+        "results_query_s": round(best_of(repeats, lambda: query_results(url)), 3),
+        "compare_query_s": round(best_of(repeats, lambda: query_compare(url)), 3),
+        "results_cli_s": round(best_of(repeats, lambda: cli(url, "results", SWEEP, "--format",
+                                                             "json")), 3),
+        "compare_cli_s": round(best_of(repeats, lambda: cli(url, "compare", SWEEP, "--by",
+                                                             "loss.temperature")), 3),
+    }  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--steps", type=int, default=200, help="steps per trial (x5 metrics)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gapsweep-bench-") as folder:
+        backends = {"sqlite": lambda: sqlite_store(Path(folder)), "postgresql": postgres_store}
+        for backend, make in backends.items():
+            if args.backend not in (backend, "both"):
+                continue
+            with make() as url:
+                record = measure(backend, url, args.trials, args.steps, args.repeats)
+            print(json.dumps(record), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
