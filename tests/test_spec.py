@@ -141,3 +141,13 @@ def test_cli_validate_ok(tiny_base: dict[str, Any], write_spec: Callable[..., Pa
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 0
     assert "3 trials" in result.output
+
+
+def test_a_huge_sweep_asks_for_yes(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    from tests.helpers import orchestrator
+
+    path = write_spec({"name": "big", "parameters": {"seed": {"grid": [0, 1, 2, 3]}}})
+    result = orchestrator("submit", str(path), cwd=tmp_path, GAPSWEEP_MAX_TRIALS="3")
+    assert result.returncode == 2
+    assert "expands to 4 trials, more than 3; pass --yes" in result.stderr
+    assert not (tmp_path / "runs").exists()
