@@ -59,7 +59,7 @@ FAST_FAILURE_DETECTION = {
 LONG_BASE = {
     **TINY_BASE,
     "data": {**TINY_BASE["data"], "n_train": 256},
-    "optim": {**TINY_BASE["optim"], "epochs": 30},
+    "optim": {**TINY_BASE["optim"], "epochs": 20},
     "eval": {"every_steps": 16},
 }
 
@@ -88,28 +88,41 @@ def start_session(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.
         )
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, read from /proc."""
-    children: dict[int, list[int]] = {}
+def process_table() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every process, read from /proc."""
+    table = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             # The command name in parentheses may hold spaces; the fields after it do not.
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            table.append((int(stat.parent.name), int(fields[1]), int(fields[2])))
+    return table
+
+
+def session_processes(process: subprocess.Popen[bytes]) -> set[int]:
+    """The processes of a session we started: its process group and, while the leader lives,
+    the tree below it (a child may have left the group).
+
+    The kernel does not reuse a pid while a process group of that id has members, so the group
+    is safe to look up even after the leader was reaped; the tree only before.
+    """
+    table = process_table()
+    found = {pid for pid, _, group in table if group == process.pid}
+    if process.poll() is None:
+        children: dict[int, list[int]] = {}
+        for pid, parent, _ in table:
+            children.setdefault(parent, []).append(pid)
+        todo = [process.pid]
+        while todo:
+            pid = todo.pop()
+            found.add(pid)
+            todo.extend(children.get(pid, []))
     return found
 
 
 def stop_session(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    """Signal a session we started: its process group, and its tree in case a child left it."""
-    tree = [process.pid, *descendants(process.pid)]
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
-    for pid in tree:
+    """Signal every process of a session we started, and reap its leader."""
+    for pid in session_processes(process):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
     try:
@@ -380,23 +393,18 @@ def test_sweep_runs_on_both_nodes_and_lands_on_the_servers(
 
 
 def wait_for_a_trial_on(
-    node: RayNode, sweep: str, results_db: str, submit: subprocess.Popen[bytes], log: Path
+    node: RayNode, sweep: str, store: ResultsStore, submit: subprocess.Popen[bytes], log: Path
 ) -> list[str]:
     """Keys of the trials that have reported from `node` and are still running there."""
-
-    def running_there() -> list[str]:
-        with contextlib.suppress(InputError):  # the sweep is not registered yet
-            return [
-                t.key
-                for t in stored_trials(results_db, sweep)
-                if t.status == "running" and t.node_id == node.node_id
-            ]
-        return []
-
     found: list[str] = []
 
     def some_found() -> bool:
-        found[:] = running_there()
+        with contextlib.suppress(InputError):  # the sweep is not registered yet
+            found[:] = [
+                t.key
+                for t in store.trials(sweep)
+                if t.status == "running" and t.node_id == node.node_id
+            ]
         return bool(found)
 
     wait_until(f"a trial on node {node.node_id[:8]}", some_found, submit, log)
@@ -408,15 +416,16 @@ def test_a_killed_worker_node_loses_no_trial_and_duplicates_nothing(
 ) -> None:
     spec = write_spec(cluster.workdir, "lost", LONG_BASE, max_failures=3)
     # The store's schema is made by the product itself before the test starts reading it.
-    ResultsStore(results_db).close()
+    store = ResultsStore(results_db)
     log = cluster.workdir / "submit-lost.log"
     submit = start_session(submit_command(cluster, spec, results_db), log, cluster_env())
     try:
-        lost = wait_for_a_trial_on(ray_worker, "lost", results_db, submit, log)
+        lost = wait_for_a_trial_on(ray_worker, "lost", store, submit, log)
         ray_worker.stop()
         submit.wait(timeout=500)
     finally:
         stop_session(submit)
+        store.close()
     output = log.read_text(errors="replace")
     assert submit.returncode == 0, output[-6000:]
 
