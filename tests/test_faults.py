@@ -4,8 +4,11 @@ SQLite store, SQLite results store) and checks that nothing is lost or recorded 
 from __future__ import annotations
 
 import copy
+import errno
 import signal
 import sqlite3
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from tests.helpers import (
     wait_for,
     write_spec,
 )
+from trainers.checkpoint import load_state
 
 pytestmark = pytest.mark.slow
 
@@ -197,3 +201,63 @@ def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert [t.status for t in stored(tmp_path, "interrupted")] == ["completed"] * 2
     assert_recorded_once(tmp_path, "interrupted", list(range(0, 385, 16)))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 MiB filesystem (tmpfs) that the test can fill up; needs root, as CI runs."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_up(folder: Path) -> Path:
+    filler = folder / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * (1 << 20))
+                out.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_full_disk_fails_the_trial_and_keeps_its_checkpoints(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    write_spec(tmp_path / "s.yaml", spec("full", seeds=1, base=LONG))
+    storage = str(small_disk / "runs")
+    driver = start_orchestrator("submit", "s.yaml", "--storage", storage, cwd=tmp_path)
+    try:
+        wait_for(
+            lambda: any(t.checkpoint_path for t in stored(tmp_path, "full")),
+            300,
+            "a first checkpoint",
+        )
+        filler = fill_up(small_disk)
+        _, stderr = driver.communicate(timeout=600)
+    finally:
+        kill_session(driver.pid)
+    (trial,) = stored(tmp_path, "full")
+    assert driver.returncode == 1, stderr
+    assert trial.status == "failed"
+    assert "No space left on device" in (trial.error or ""), trial.error
+    # The last checkpoint written before the disk filled up is intact and resumable.
+    assert trial.checkpoint_path is not None
+    assert load_state(Path(trial.checkpoint_path)).step == trial.last_step
+    filler.unlink()
+    again = orchestrator("submit", "s.yaml", "--storage", storage, "--rerun-failed", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    (trial,) = stored(tmp_path, "full")
+    assert trial.status == "completed" and trial.resumed_from_step is not None
