@@ -39,6 +39,8 @@ class MlflowTracker:
         # stall the whole sweep; the mirror retries later instead.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+        # With a server, MLflow prints a "View run" link per finished run into the live table.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
 
