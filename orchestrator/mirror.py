@@ -38,6 +38,7 @@ class MlflowMirror:
         self.experiment_id, self.parent_run_id = mlflow_ids
         self.warn = warn
         self.down_since: float | None = None
+        self.had_outage = False  # some call failed during this run: a final catch-up is due
 
     @property
     def healthy(self) -> bool:
@@ -133,6 +134,7 @@ class MlflowMirror:
                     "back-fills it"
                 )
             self.down_since = time.monotonic()
+            self.had_outage = True
             return False
         if self.down_since is not None:
             self.warn("MLflow is reachable again; catching up from the results store")

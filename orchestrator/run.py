@@ -112,13 +112,15 @@ def _submit_holding_lease(
             for key in store.stop_unfinished(spec.name, [t.key for t in todo]):
                 mirror.close_trial(key)
             _shutdown_local_ray(settings.address)
+    # Runs that ended while MLflow was away still need their last steps, status and artifacts.
+    behind = mirror.sync_all() if mirror.had_outage else 0
     views = store.trials(spec.name)
     _finish_parent(mirror, parent, views, spec.metric.name, spec.metric.mode)
     return SweepOutcome(
         trials=views,
         ran=len(todo),
         skipped=len(plan.trials) - len(todo),
-        mlflow_behind=not mirror.healthy,
+        mlflow_behind=bool(behind) or not mirror.healthy,
     )
 
 
