@@ -159,3 +159,9 @@ def test_image_text_unreadable_image(tmp_path: Path) -> None:
     (tmp_path / "c.csv").write_text("path,caption\n" + "\n".join(f"b{i}.png,x" for i in range(20)))
     with pytest.raises(DataError, match="not a readable image"):
         data({"name": "image_text", "captions": str(tmp_path / "c.csv"), "n_eval": 8})
+
+
+@pytest.mark.parametrize("value", [None, 3, [1, 2]])
+def test_a_data_set_that_is_not_a_mapping_is_a_validation_error(value: object) -> None:
+    with pytest.raises(ValidationError, match="unknown data set"):
+        TrialConfig.model_validate({"data": value})

@@ -16,14 +16,18 @@ class FrozenModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def tag_or_default(field: str, default: str) -> Callable[[Any], str]:
+def tag_or_default(field: str, default: str) -> Callable[[Any], str | None]:
     """Discriminator reading `field`, falling back to `default` when a spec leaves it out.
 
     The fallback keeps specs written before a union existed (no `kind`, no `name`) valid.
+    Anything else (null, a number, a list) has no tag: None makes Pydantic report the union's
+    own error on that field instead of an AttributeError escaping validation.
     """
 
-    def tag(value: Any) -> str:
-        found = value.get(field, default) if isinstance(value, dict) else getattr(value, field)
-        return str(found)
+    def tag(value: Any) -> str | None:
+        if isinstance(value, dict):
+            return str(value.get(field, default))
+        found = getattr(value, field, None)
+        return None if found is None else str(found)
 
     return tag
