@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from matplotlib.figure import Figure
 from orchestrator.errors import InputError
 from orchestrator.plan import format_value
 from orchestrator.report_figures import (
+    Series,
     centroid_similarity,
     metric_versus_setting,
     modality_map,
@@ -37,6 +39,9 @@ TABLE_METRICS = (
 )  # fmt: skip
 SHIFT_LAMBDAS = (-1.0, -0.75, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 MAP_TRIALS = 4  # 2-D maps drawn when no trials are chosen
+# A whole tagged config swept as one value ({'name': 'digits', ...}) is named by its tag alone
+# in legends, or one long label hides the figure it explains.
+_TAGGED_VALUE = re.compile(r"\{'(?:name|kind)': '([^']*)'[^{}]*\}")
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,8 @@ def collect_figures(
         )  # fmt: skip
     if any("min_loss_gap" in t.metrics for t in trials):
         candidates.append(
-            ("landscape", "loss versus gap (Figure 3)",
-             series_per_trial(trials, series, "loss", "gap_norm"))
+            ("landscape", "loss versus gap (Figure 3), one panel per layout",
+             landscape_figure(trials, series))
         )  # fmt: skip
     else:
         candidates.append(
@@ -140,8 +145,44 @@ def shift_curves(
         if arrays is None or not lambdas or "labels" not in arrays:
             continue
         temperature = t.metrics.get("temperature", 0.01)
-        curves[t.name] = shift_table(arrays, lambdas, temperature)
+        curves[legend_label(t.name)] = shift_table(arrays, lambdas, temperature)
     return curves
+
+
+def landscape_figure(trials: list[TrialView], series: Series) -> Figure | None:
+    """Figure 3: one panel per layout and pairing, one curve per temperature, loss against gap.
+
+    Each curve is rescaled to [0, 1] (its own minimum and maximum): the losses at τ = 1/100 and
+    τ = 1 differ twentyfold, and what the figure must show is where each minimum sits (dots).
+    """
+    panels: dict[str, list[TrialView]] = {}
+    for t in trials:
+        pairs = "swapped pairs" if t.config.get("mismatched") else "all matched"
+        panels.setdefault(f"{t.config.get('layout')}, {pairs}", []).append(t)
+    fig = Figure(figsize=(4 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    drawn = 0
+    for ax, (title, members) in zip(axes, sorted(panels.items()), strict=True):
+        for t in sorted(members, key=lambda m: -float(m.config.get("temperature", 0))):
+            losses, gaps = dict(series(t.key, "loss")), dict(series(t.key, "gap_norm"))
+            steps = sorted(s for s in losses if s in gaps)
+            if len(steps) < 2:
+                continue
+            x, y = np.array([gaps[s] for s in steps]), np.array([losses[s] for s in steps])
+            y = (y - y.min()) / max(float(np.ptp(y)), 1e-12)
+            line = ax.plot(x, y, lw=1.2, label=f"τ = {t.config.get('temperature')}")[0]
+            ax.plot(x[y.argmin()], 0.0, "o", color=line.get_color())
+            drawn += 1
+        ax.set(title=title, xlabel="gap_norm", ylabel="loss, rescaled per curve")
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig if drawn else None
+
+
+def legend_label(trial_name: str) -> str:
+    """A trial's name for a legend: swept tagged configs shortened to their tag."""
+    return _TAGGED_VALUE.sub(r"\1", trial_name)
 
 
 def settings_differ(trials: list[TrialView]) -> bool:
@@ -201,12 +242,12 @@ def _chosen(
     trials: list[TrialView], embeddings: dict[str, dict[str, np.ndarray]], keys: list[str]
 ) -> dict[str, dict[str, np.ndarray]]:
     if not keys:
-        return dict(list(embeddings.items())[:MAP_TRIALS])
+        return {legend_label(n): e for n, e in list(embeddings.items())[:MAP_TRIALS]}
     names = {t.key: t.name for t in trials}
     unknown = [k for k in keys if k not in names]
     if unknown:
         raise InputError(f"--trial {', '.join(unknown)}: no such trial key in the sweep")
-    return {names[k]: embeddings[names[k]] for k in keys if names[k] in embeddings}
+    return {legend_label(names[k]): embeddings[names[k]] for k in keys if names[k] in embeddings}
 
 
 def _png(fig: Figure) -> bytes:

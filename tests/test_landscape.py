@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from orchestrator.report import landscape_figure
+from orchestrator.store.repository import TrialView
 from orchestrator.trainer_registry import METRIC_NAMES
 from trainers.landscape import LandscapeConfig, image_points, run_landscape, text_points
 
@@ -43,3 +45,41 @@ def test_mismatched_pairs_move_the_minimum_off_zero_gap_at_low_temperature(layou
     assert minimum_gap(layout=layout, mismatched=True, temperature=0.01) > 0.5
     assert minimum_gap(layout=layout, mismatched=False, temperature=0.01) < 1e-9
     assert minimum_gap(layout=layout, mismatched=True, temperature=1.0) < 1e-9
+
+
+def test_report_draws_one_landscape_panel_per_layout_and_pairing() -> None:
+    reports: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    trials = []
+    for layout in ("equator", "rings"):
+        for mismatched in (True, False):
+            config = {"layout": layout, "mismatched": mismatched, "temperature": 0.01, "shifts": 9}
+            key = f"{layout}-{mismatched}"
+            curves: dict[str, list[tuple[int, float]]] = {"loss": [], "gap_norm": []}
+
+            def keep(
+                step: int, m: dict[str, float], c: dict[str, list[tuple[int, float]]] = curves
+            ) -> None:
+                for name in c:
+                    c[name].append((step, m[name]))
+
+            run_landscape(LandscapeConfig.model_validate(config), keep)
+            reports[key] = curves
+            trials.append(_trial_view(key, config))
+    fig = landscape_figure(trials, lambda key, metric: reports[key][metric])
+    assert fig is not None
+    titles = sorted(ax.get_title() for ax in fig.axes)
+    assert titles == [
+        "equator, all matched",
+        "equator, swapped pairs",
+        "rings, all matched",
+        "rings, swapped pairs",
+    ]
+
+
+def _trial_view(key: str, config: dict[str, object]) -> TrialView:
+    return TrialView(
+        key=key, name=key, status="completed", attempts=1, config=config, varied={}, metrics={},
+        error=None, host=None, node_id=None, mlflow_run_id=None, last_step=None,
+        resumed_from_step=None, mlflow_last_step=None, checkpoint_path=None, started_at=None,
+        ended_at=None,
+    )  # fmt: skip

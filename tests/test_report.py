@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli_report import report
+from orchestrator.report import legend_label
 from tests.test_end_to_end import orchestrator
 
 pytestmark = pytest.mark.slow
@@ -79,3 +80,9 @@ def test_unknown_sweep_and_missing_store(sweep_dir: Path, tmp_path: Path) -> Non
     app.command()(report)
     missing = CliRunner().invoke(app, ["x", "--results-db", f"sqlite:///{tmp_path / 'no.db'}"])
     assert missing.exit_code == 2 and "no results store" in missing.output
+
+
+def test_legend_names_a_swept_data_set_by_its_tag() -> None:
+    name = "data={'name': 'shapes', 'n_train': 2048, 'backgrounds': 2} seed=0"
+    assert legend_label(name) == "data=shapes seed=0"
+    assert legend_label("loss.temperature=0.01 seed=1") == "loss.temperature=0.01 seed=1"
