@@ -138,7 +138,7 @@ def load_spec_text(text: str, path: Path) -> LoadedSpec:
     # Check base and parameter paths even when the spec has other errors, so one run of
     # `validate` lists everything there is to fix.
     trainer = data.get("trainer", "dual_encoder")
-    if trainer in TRAINERS:
+    if isinstance(trainer, str) and trainer in TRAINERS:
         base, parameters = data.get("base"), data.get("parameters")
         if isinstance(base, dict):
             problems += _check_base(trainer, base, path)
