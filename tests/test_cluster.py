@@ -7,7 +7,7 @@ token. Sweeps are submitted with `--address`, as a user of the cluster would.
 
 Each process is started in a session of its own, so that everything it spawns shares its process
 group: stopping it (or killing a node mid-sweep) signals that group and the process tree below it,
-never anything by name and never `ray stop`, which would stop every Ray on the machine.
+never anything by name and never Ray's stop-everything command, which would stop every Ray here.
 """
 
 from __future__ import annotations
