@@ -10,6 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Ray Tune reads these when it is imported, so they are set before anything imports it: its
+# default CSV/JSON/TensorBoard loggers would duplicate what the recorder writes, and its console
+# output would interleave with the live table.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
 from ray.tune import Callback
 from rich.console import Console
 from rich.live import Live

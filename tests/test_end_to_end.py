@@ -69,6 +69,8 @@ def test_submit_prints_live_and_summary_tables(finished_sweep: tuple[Path, str])
     assert "summary of tiny, best gap_norm first" in out
     assert "temperature" in out and "zero_shot_acc" in out
     assert "Traceback" not in out
+    # Ray Tune's own console output would break into the live table.
+    assert "Configuration for experiment" not in out and "TensorBoard" not in out
 
 
 def test_mlflow_has_one_parent_and_a_nested_child_per_trial(
