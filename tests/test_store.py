@@ -232,3 +232,27 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_over(store: ResultsStor
     store.acquire_lease("s", me, stale_after_s=60)
     with pytest.raises(SweepBusyError):
         store.acquire_lease("s", Holder(id="c", host=me.host, pid=me.pid), stale_after_s=60)
+
+
+def test_two_processes_opening_a_fresh_store_at_once(tmp_path: Path) -> None:
+    """`orchestrator results` may open a store while `submit` is still creating it."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code = (
+        "import sys; from orchestrator.store.repository import ResultsStore; "
+        "ResultsStore(sys.argv[1])"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    from orchestrator.store.schema import current_revision, head_revision
+
+    store = ResultsStore(url)
+    assert current_revision(store.engine) == head_revision()
+    store.close()

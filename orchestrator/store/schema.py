@@ -6,6 +6,7 @@ refused, since this version cannot know what the newer columns mean.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from alembic import command
@@ -13,10 +14,12 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from orchestrator.errors import InputError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATION_ATTEMPTS = 5
 
 
 def _config() -> Config:
@@ -45,9 +48,23 @@ def upgrade(engine: Engine, display_url: str) -> tuple[str | None, str]:
             f"results store {display_url} has schema revision {before}, newer than this "
             f"gapsweep knows (it knows up to {head_revision()}); upgrade gapsweep to use it"
         )
-    if before != head_revision():
-        config = _config()
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-    return before, head_revision()
+    head = head_revision()
+    for attempt in range(MIGRATION_ATTEMPTS):
+        if current_revision(engine) == head:
+            break
+        try:
+            _run_upgrade(engine)
+        except DBAPIError:
+            # Another process (a second CLI command on a fresh store) is creating the same
+            # tables right now; once it is done the schema is at head and there is nothing to do.
+            if attempt == MIGRATION_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return before, head
+
+
+def _run_upgrade(engine: Engine) -> None:
+    config = _config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
