@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
@@ -25,16 +24,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy import insert, select, update
 
 from orchestrator.cli_results import _record
 from orchestrator.compare import group_by
 from orchestrator.store.models import MetricRow, TrialRow
 from orchestrator.store.repository import NewTrial, ResultsStore
+from orchestrator.store.testing import temporary_postgres_database
 
-POSTGRES_ADMIN = os.environ.get(
-    "GAPSWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 METRICS = ("loss", "gap_norm", "centroid_cosine", "paired_cosine", "zero_shot_acc")
 SWEEP = "bench"
 ORCHESTRATOR = str(Path(sys.executable).with_name("orchestrator"))
@@ -114,16 +111,8 @@ def sqlite_store(folder: Path) -> Iterator[str]:
 
 @contextmanager
 def postgres_store() -> Iterator[str]:
-    name = f"gapsweep_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_postgres_database(prefix="gapsweep_bench") as url:
+        yield url
 
 
 def measure(backend: str, url: str, trials: int, steps: int, repeats: int) -> dict[str, object]:

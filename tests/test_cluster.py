@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,11 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
 
 from orchestrator.errors import InputError
 from orchestrator.store.repository import ResultsStore, TrialView
+from orchestrator.store.testing import temporary_postgres_database
 from tests.conftest import TINY_BASE
-from tests.test_store import POSTGRES_ADMIN_URL
 
 pytestmark = pytest.mark.slow
 
@@ -146,21 +144,6 @@ def wait_until(
 # -- services ----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new database on the PostgreSQL test server, dropped afterwards (as in test_store.py)."""
-    name = f"gapsweep_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @dataclass
 class RayNode:
     process: subprocess.Popen[bytes]
@@ -229,7 +212,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The MLflow server and the Ray head, started side by side (MLflow takes ~20 s)."""
     workdir = tmp_path_factory.mktemp("cluster")
     port, artifacts, log = free_port(), workdir / "mlartifacts", workdir / "mlflow.log"
-    with fresh_database() as backend:
+    with temporary_postgres_database() as backend:
         mlflow_cmd = [
             MLFLOW, "server", "--backend-store-uri", backend, "--host", "127.0.0.1",
             "--port", str(port), "--workers", "1", "--serve-artifacts",
@@ -263,7 +246,7 @@ def ray_worker(cluster: Cluster) -> Iterator[RayNode]:
 
 @pytest.fixture
 def results_db() -> Iterator[str]:
-    with fresh_database() as url:
+    with temporary_postgres_database() as url:
         yield url
 
 
