@@ -20,7 +20,7 @@ from orchestrator.preflight import (
     ray_problem,
     results_store_problem,
 )
-from tests.test_store import POSTGRES_ADMIN_URL
+from orchestrator.store.testing import POSTGRES_ADMIN_URL
 
 
 def closed_port() -> int:
