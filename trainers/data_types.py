@@ -15,9 +15,10 @@ from trainers.tokenizer import WordTokenizer
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The inputs of one modality: images (C, H, W), token ids (L,) or vectors (d,)."""
+    """The inputs of one modality: images (C, H, W), token ids (L,), vectors (d,), log-mel
+    spectrograms (n_mels, frames) or graph neighbourhoods (1 + neighbours, features)."""
 
-    kind: Literal["image", "tokens", "vector"]
+    kind: Literal["image", "tokens", "vector", "audio", "graph"]
     shape: tuple[int, ...]
     vocab_size: int = 0  # tokens only
 
