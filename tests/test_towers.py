@@ -22,6 +22,10 @@ CASES: list[tuple[dict[str, Any], InputSpec, torch.Tensor]] = [
      torch.rand(5, 3, 8, 8)),
     ({"kind": "text_transformer", "hidden_size": 16, "num_layers": 1}, TOKENS,
      torch.randint(1, 20, (5, 6))),
+    ({"kind": "clip_vision", "patch_size": 4, "hidden_size": 16, "num_layers": 1}, IMAGE,
+     torch.rand(5, 3, 8, 8)),
+    ({"kind": "clip_text", "hidden_size": 16, "num_layers": 1}, TOKENS,
+     torch.randint(1, 20, (5, 6))),
     ({"kind": "mlp", "depth": 3, "width": 12, "activation": "tanh"}, VECTOR, torch.randn(5, 10)),
     ({"kind": "mlp", "depth": 1, "width": 12, "bias": False}, IMAGE, torch.rand(5, 3, 8, 8)),
 ]  # fmt: skip
@@ -66,6 +70,24 @@ def test_tower_refuses_other_inputs(side: dict[str, Any], spec: InputSpec) -> No
 def test_vit_patch_must_divide_the_image() -> None:
     with pytest.raises(DataError, match="patch_size 3"):
         build_tower(tower_config({"kind": "vit", "patch_size": 3}), IMAGE, 6, "image")
+
+
+def test_clip_text_tower_reads_each_caption_up_to_its_last_word() -> None:
+    """Padding after a caption must not change its embedding; the causal model's state at the
+    last real token is what CLIP projects."""
+    tower = build_tower(tower_config({"kind": "clip_text", "hidden_size": 16}), TOKENS, 6, "image")
+    short = torch.tensor([[1, 5, 7, 0, 0, 0]])
+    with torch.no_grad():
+        alone = tower(short)
+        beside_longer = tower(torch.cat([short, torch.tensor([[1, 5, 7, 9, 3, 4]])]))[:1]
+        changed_word = tower(torch.tensor([[1, 5, 8, 0, 0, 0]]))
+    assert torch.allclose(alone, beside_longer, atol=1e-5)
+    assert not torch.allclose(alone, changed_word, atol=1e-3)
+
+
+def test_clip_vision_patch_must_divide_the_image() -> None:
+    with pytest.raises(DataError, match="patch_size 3"):
+        build_tower(tower_config({"kind": "clip_vision", "patch_size": 3}), IMAGE, 6, "image")
 
 
 def test_unknown_kind_is_a_validation_error() -> None:

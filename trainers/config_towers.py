@@ -46,6 +46,37 @@ class TextTowerConfig(FrozenModel):
         return self
 
 
+class ClipVisionTowerConfig(FrozenModel):
+    """CLIP's image tower built from a transformers CLIPVisionConfig (nothing downloaded): pre-norm
+    ViT whose layer-normed [CLS] state is projected, as in CLIP."""
+
+    kind: Literal["clip_vision"] = "clip_vision"
+    patch_size: int = Field(4, ge=1, le=64, description="must divide the image size")
+    hidden_size: int = Field(64, ge=8, le=1024)
+    num_layers: int = Field(2, ge=1, le=24)
+    num_heads: int = Field(2, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ClipVisionTowerConfig:
+        _check_heads(self.hidden_size, self.num_heads)
+        return self
+
+
+class ClipTextTowerConfig(FrozenModel):
+    """CLIP's text tower built from a transformers CLIPTextConfig (nothing downloaded): a causal
+    transformer whose state at the last token of each caption is projected, as in CLIP."""
+
+    kind: Literal["clip_text"] = "clip_text"
+    hidden_size: int = Field(64, ge=8, le=1024)
+    num_layers: int = Field(2, ge=1, le=24)
+    num_heads: int = Field(2, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ClipTextTowerConfig:
+        _check_heads(self.hidden_size, self.num_heads)
+        return self
+
+
 Activation = Literal["relu", "sigmoid", "tanh", "linear"]
 
 
@@ -78,17 +109,28 @@ def _check_heads(hidden_size: int, num_heads: int) -> None:
         raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
 
 
-_TOWER_ERROR = "unknown tower kind; known: cnn, vit, text_transformer, mlp, pretrained_text"
+_TOWER_ERROR = (
+    "unknown tower kind; known: cnn, vit, clip_vision, text_transformer, clip_text, mlp, "
+    "pretrained_text"
+)
 
 _TOWERS = (
     Annotated[CNNTowerConfig, Tag("cnn")]
     | Annotated[ViTTowerConfig, Tag("vit")]
+    | Annotated[ClipVisionTowerConfig, Tag("clip_vision")]
     | Annotated[TextTowerConfig, Tag("text_transformer")]
+    | Annotated[ClipTextTowerConfig, Tag("clip_text")]
     | Annotated[MLPTowerConfig, Tag("mlp")]
     | Annotated[PretrainedTextTowerConfig, Tag("pretrained_text")]
 )
-TowerConfig = CNNTowerConfig | ViTTowerConfig | TextTowerConfig | MLPTowerConfig | (
-    PretrainedTextTowerConfig
+TowerConfig = (
+    CNNTowerConfig
+    | ViTTowerConfig
+    | ClipVisionTowerConfig
+    | TextTowerConfig
+    | ClipTextTowerConfig
+    | MLPTowerConfig
+    | PretrainedTextTowerConfig
 )
 ImageTowerConfig = Annotated[
     _TOWERS,

@@ -26,6 +26,7 @@ from trainers.config import (
 )
 from trainers.data_types import InputSpec
 from trainers.errors import DataError
+from trainers.towers_clip import ClipTextTower, ClipVisionTower
 
 
 class CNNTower(nn.Module):
@@ -147,7 +148,9 @@ def _pretrained(config: Any, spec: InputSpec, embed_dim: int) -> nn.Module:
 TOWERS: dict[str, tuple[Builder, tuple[str, ...]]] = {
     "cnn": (CNNTower, ("image",)),
     "vit": (ViTTower, ("image",)),
+    "clip_vision": (ClipVisionTower, ("image",)),
     "text_transformer": (TextTransformerTower, ("tokens",)),
+    "clip_text": (ClipTextTower, ("tokens",)),
     "mlp": (MLPTower, ("vector", "image")),
     "pretrained_text": (_pretrained, ("tokens",)),
 }
