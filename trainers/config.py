@@ -9,7 +9,7 @@ and `model.<tower>.kind` (config_data.py, config_towers.py).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,6 +22,7 @@ from trainers.config_data import (
     PairedFeaturesDataConfig,
     ShapesDataConfig,
 )
+from trainers.config_pairs import PairName, apply_pair
 from trainers.config_towers import (
     CNNTowerConfig,
     ImageTowerConfig,
@@ -134,12 +135,22 @@ class TrialConfig(FrozenModel):
     """Everything one trial needs; the content hash of its JSON form is the trial's key."""
 
     seed: int = Field(0, ge=0, description="seed of the data and of the batch order")
+    pair: PairName | None = Field(
+        None, description="modality-pair preset: sets data.name and both towers' kinds"
+    )
     data: DataConfig = ShapesDataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     eval: EvalConfig = EvalConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_pair(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("pair") is not None:
+            return apply_pair(raw)
+        return raw
 
     @property
     def init_seed(self) -> int:
