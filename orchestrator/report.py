@@ -28,6 +28,7 @@ from orchestrator.report_figures import (
     series_per_trial,
     shift_figure,
 )
+from orchestrator.report_pairs import bars_by_category, categorical_setting, maps_by_category
 from orchestrator.store.repository import ResultsStore, SweepView, TrialView
 from trainers.checkpoint import EMBEDDINGS_FILE, load_embeddings
 from trainers.errors import DataError
@@ -108,8 +109,20 @@ def collect_figures(
         ("shift", "zero-shot accuracy and loss versus gap shift (Table 1)",
          shift_figure(shift_curves(trials, embeddings)))
     )  # fmt: skip
-    chosen = _chosen(trials, embeddings, map_trials)
-    candidates.append(("modality_map", "both modalities in 2-D", modality_map(chosen)))
+    category = categorical_setting(trials)
+    if category is not None:
+        for name in dict.fromkeys((metric, "gap_norm")):
+            candidates.append(
+                (f"{name}_by_{category}", f"final {name} per {category}",
+                 bars_by_category(trials, name))
+            )  # fmt: skip
+    by_category = maps_by_category(trials, embeddings) if not map_trials else None
+    if by_category is not None:
+        title = f"both modalities in 2-D, per {category}"
+        candidates.append(("modality_map", title, by_category))
+    else:
+        chosen = _chosen(trials, embeddings, map_trials)
+        candidates.append(("modality_map", "both modalities in 2-D", modality_map(chosen)))
     if not settings_differ(trials):
         candidates.append(
             ("cone_centroids", "tower-a cone centroids across trials (Figure 2c)",

@@ -104,10 +104,12 @@ def shift_figure(curves: dict[str, list[dict[str, float]]]) -> Figure | None:
     acc_ax, loss_ax = fig.subplots(1, 2)
     for name, rows in curves.items():
         lams = [r["lambda"] for r in rows]
-        acc_ax.plot(lams, [r.get("zero_shot_acc", math.nan) for r in rows], marker=".", label=name)
+        accuracy = [r.get("zero_shot_acc", math.nan) for r in rows]
+        colour = acc_ax.plot(lams, accuracy, marker=".", label=name)[0].get_color()
         if "worst_group_acc" in rows[0]:
-            acc_ax.plot(lams, [r["worst_group_acc"] for r in rows], ls="--", lw=0.8)
-        loss_ax.plot(lams, [r["loss"] for r in rows], marker=".", label=name)
+            worst = [r["worst_group_acc"] for r in rows]
+            acc_ax.plot(lams, worst, ls="--", lw=0.8, color=colour)
+        loss_ax.plot(lams, [r["loss"] for r in rows], marker=".", label=name, color=colour)
     acc_ax.set_ylabel("zero-shot accuracy (dashed: worst group)")
     loss_ax.set_ylabel("loss")
     for ax in (acc_ax, loss_ax):
@@ -126,27 +128,32 @@ def modality_map(embeddings: dict[str, dict[str, np.ndarray]]) -> Figure | None:
     fig = Figure(figsize=(4 * len(embeddings), 4))
     axes = np.atleast_1d(fig.subplots(1, len(embeddings)))
     for ax, (name, arrays) in zip(axes, embeddings.items(), strict=True):
-        a, b = arrays["a"][:300].astype(np.float64), arrays["b"][:300].astype(np.float64)
-        both = np.concatenate([a, b])
-        centred = both - both.mean(axis=0)
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        xy = centred @ vt[:2].T
-        pa, pb = xy[: len(a)], xy[len(a) :]
-        for i in range(min(len(a), 40)):
-            ax.plot([pa[i, 0], pb[i, 0]], [pa[i, 1], pb[i, 1]], color="grey", lw=0.3)
-        ax.scatter(pa[:, 0], pa[:, 1], s=6, label="a (image)", color="tab:red")
-        ax.scatter(pb[:, 0], pb[:, 1], s=6, label="b (text)", color="tab:blue")
-        # The gap vector: from the centroid of b to the centroid of a, in the same projection.
-        ca, cb = pa.mean(axis=0), pb.mean(axis=0)
-        ax.annotate(
-            "",
-            xy=(ca[0], ca[1]),
-            xytext=(cb[0], cb[1]),
-            arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.5},
-        )
-        ax.set_title(name, fontsize=8)
-        ax.legend(fontsize=7)
+        draw_modality_map(ax, name, arrays)
     return fig
+
+
+def draw_modality_map(ax: Any, title: str, arrays: dict[str, np.ndarray]) -> None:
+    """One trial's embeddings on `ax`: both towers' points, matched pairs joined, gap vector."""
+    a, b = arrays["a"][:300].astype(np.float64), arrays["b"][:300].astype(np.float64)
+    both = np.concatenate([a, b])
+    centred = both - both.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    pa, pb = xy[: len(a)], xy[len(a) :]
+    for i in range(min(len(a), 40)):
+        ax.plot([pa[i, 0], pb[i, 0]], [pa[i, 1], pb[i, 1]], color="grey", lw=0.3)
+    ax.scatter(pa[:, 0], pa[:, 1], s=6, label="tower a", color="tab:red")
+    ax.scatter(pb[:, 0], pb[:, 1], s=6, label="tower b (text)", color="tab:blue")
+    # The gap vector: from the centroid of b to the centroid of a, in the same projection.
+    ca, cb = pa.mean(axis=0), pb.mean(axis=0)
+    ax.annotate(
+        "",
+        xy=(ca[0], ca[1]),
+        xytext=(cb[0], cb[1]),
+        arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.5},
+    )
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7)
 
 
 def centroid_similarity(embeddings: dict[str, dict[str, np.ndarray]]) -> Figure | None:
