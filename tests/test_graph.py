@@ -223,8 +223,8 @@ def test_tower_learns_to_match_descriptions() -> None:
         before = float(loss())
     for _ in range(150):
         batch = torch.randint(len(data.train), (64,))
-        step = contrastive_loss(model(data.train.a[batch]), targets[data.train.match_ids[batch]],
-                                scale)  # fmt: skip
+        wanted = targets[data.train.match_ids[batch]]
+        step = contrastive_loss(model(data.train.a[batch]), wanted, scale)
         optimiser.zero_grad()
         step.backward()  # type: ignore[no-untyped-call]
         optimiser.step()
