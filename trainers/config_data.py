@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from trainers.config_base import FrozenModel, tag_or_default
+from trainers.config_graph import KnowledgeGraphDataConfig
 
 DIGITS_TOTAL = 1797  # images in scikit-learn's digits
 
@@ -84,12 +85,14 @@ DataConfig = Annotated[
     | Annotated[DigitsDataConfig, Tag("digits")]
     | Annotated[GaussianDataConfig, Tag("gaussian")]
     | Annotated[PairedFeaturesDataConfig, Tag("paired_features")]
-    | Annotated[ImageTextDataConfig, Tag("image_text")],
+    | Annotated[ImageTextDataConfig, Tag("image_text")]
+    | Annotated[KnowledgeGraphDataConfig, Tag("knowledge_graph")],
     Discriminator(
         tag_or_default("name", "shapes"),
         custom_error_type="unknown_dataset",
         custom_error_message=(
-            "unknown data set; known: shapes, digits, gaussian, paired_features, image_text"
+            "unknown data set; known: shapes, digits, gaussian, paired_features, image_text, "
+            "knowledge_graph"
         ),
     ),
 ]

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from trainers.config_base import FrozenModel, tag_or_default
+from trainers.config_graph import GraphTowerConfig
 
 
 class CNNTowerConfig(FrozenModel):
@@ -111,7 +112,7 @@ def _check_heads(hidden_size: int, num_heads: int) -> None:
 
 _TOWER_ERROR = (
     "unknown tower kind; known: cnn, vit, clip_vision, text_transformer, clip_text, mlp, "
-    "pretrained_text"
+    "pretrained_text, graph_mpnn"
 )
 
 _TOWERS = (
@@ -122,6 +123,7 @@ _TOWERS = (
     | Annotated[ClipTextTowerConfig, Tag("clip_text")]
     | Annotated[MLPTowerConfig, Tag("mlp")]
     | Annotated[PretrainedTextTowerConfig, Tag("pretrained_text")]
+    | Annotated[GraphTowerConfig, Tag("graph_mpnn")]
 )
 TowerConfig = (
     CNNTowerConfig
@@ -131,6 +133,7 @@ TowerConfig = (
     | ClipTextTowerConfig
     | MLPTowerConfig
     | PretrainedTextTowerConfig
+    | GraphTowerConfig
 )
 ImageTowerConfig = Annotated[
     _TOWERS,

@@ -27,6 +27,7 @@ from trainers.config import (
 from trainers.data_types import InputSpec
 from trainers.errors import DataError
 from trainers.towers_clip import ClipTextTower, ClipVisionTower
+from trainers.towers_graph import GraphTower
 
 
 class CNNTower(nn.Module):
@@ -153,6 +154,7 @@ TOWERS: dict[str, tuple[Builder, tuple[str, ...]]] = {
     "clip_text": (ClipTextTower, ("tokens",)),
     "mlp": (MLPTower, ("vector", "image")),
     "pretrained_text": (_pretrained, ("tokens",)),
+    "graph_mpnn": (GraphTower, ("graph",)),
 }
 
 
