@@ -11,6 +11,7 @@ from pydantic import Discriminator, Field, Tag, model_validator
 
 from trainers.config_base import FrozenModel, tag_or_default
 from trainers.config_graph import KnowledgeGraphDataConfig
+from trainers.config_speech import SpokenCaptionsDataConfig
 
 DIGITS_TOTAL = 1797  # images in scikit-learn's digits
 
@@ -86,13 +87,14 @@ DataConfig = Annotated[
     | Annotated[GaussianDataConfig, Tag("gaussian")]
     | Annotated[PairedFeaturesDataConfig, Tag("paired_features")]
     | Annotated[ImageTextDataConfig, Tag("image_text")]
-    | Annotated[KnowledgeGraphDataConfig, Tag("knowledge_graph")],
+    | Annotated[KnowledgeGraphDataConfig, Tag("knowledge_graph")]
+    | Annotated[SpokenCaptionsDataConfig, Tag("spoken_captions")],
     Discriminator(
         tag_or_default("name", "shapes"),
         custom_error_type="unknown_dataset",
         custom_error_message=(
             "unknown data set; known: shapes, digits, gaussian, paired_features, image_text, "
-            "knowledge_graph"
+            "knowledge_graph, spoken_captions"
         ),
     ),
 ]

@@ -9,6 +9,7 @@ from pydantic import Discriminator, Field, Tag, model_validator
 
 from trainers.config_base import FrozenModel, tag_or_default
 from trainers.config_graph import GraphTowerConfig
+from trainers.config_speech import AudioTowerConfig
 
 
 class CNNTowerConfig(FrozenModel):
@@ -112,7 +113,7 @@ def _check_heads(hidden_size: int, num_heads: int) -> None:
 
 _TOWER_ERROR = (
     "unknown tower kind; known: cnn, vit, clip_vision, text_transformer, clip_text, mlp, "
-    "pretrained_text, graph_mpnn"
+    "pretrained_text, audio_cnn, graph_mpnn"
 )
 
 _TOWERS = (
@@ -123,6 +124,7 @@ _TOWERS = (
     | Annotated[ClipTextTowerConfig, Tag("clip_text")]
     | Annotated[MLPTowerConfig, Tag("mlp")]
     | Annotated[PretrainedTextTowerConfig, Tag("pretrained_text")]
+    | Annotated[AudioTowerConfig, Tag("audio_cnn")]
     | Annotated[GraphTowerConfig, Tag("graph_mpnn")]
 )
 TowerConfig = (
@@ -133,6 +135,7 @@ TowerConfig = (
     | ClipTextTowerConfig
     | MLPTowerConfig
     | PretrainedTextTowerConfig
+    | AudioTowerConfig
     | GraphTowerConfig
 )
 ImageTowerConfig = Annotated[

@@ -11,6 +11,7 @@ from trainers.data import make_shapes
 from trainers.data_digits import make_digits
 from trainers.data_graph import make_knowledge_graph
 from trainers.data_image_text import make_image_text
+from trainers.data_speech import make_spoken_captions
 from trainers.data_types import PairedData
 from trainers.data_vectors import make_gaussian, make_paired_features
 
@@ -21,6 +22,7 @@ DATASETS: dict[str, Callable[[Any, int], PairedData]] = {
     "paired_features": make_paired_features,
     "image_text": make_image_text,
     "knowledge_graph": make_knowledge_graph,
+    "spoken_captions": make_spoken_captions,
 }
 
 

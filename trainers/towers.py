@@ -26,6 +26,7 @@ from trainers.config import (
 )
 from trainers.data_types import InputSpec
 from trainers.errors import DataError
+from trainers.towers_audio import AudioTower
 from trainers.towers_clip import ClipTextTower, ClipVisionTower
 from trainers.towers_graph import GraphTower
 
@@ -154,6 +155,7 @@ TOWERS: dict[str, tuple[Builder, tuple[str, ...]]] = {
     "clip_text": (ClipTextTower, ("tokens",)),
     "mlp": (MLPTower, ("vector", "image")),
     "pretrained_text": (_pretrained, ("tokens",)),
+    "audio_cnn": (AudioTower, ("audio",)),
     "graph_mpnn": (GraphTower, ("graph",)),
 }
 
@@ -193,7 +195,7 @@ def apply_init(module: nn.Module, init: InitConfig) -> None:
     if init.scheme == "default":
         return
     for layer in module.modules():
-        if not isinstance(layer, nn.Linear | nn.Conv2d | nn.Embedding):
+        if not isinstance(layer, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Embedding):
             continue
         _init_weight(layer.weight, init)
         bias = getattr(layer, "bias", None)
