@@ -14,10 +14,10 @@ from torch import nn
 
 from trainers.checkpoint import CheckpointHook, TrainState
 from trainers.config import PretrainedTextTowerConfig, TrialConfig, steps_for
-from trainers.data_types import PairedData
+from trainers.data_types import InputSpec, PairedData
 from trainers.datasets import make_data
 from trainers.errors import DataError, NonFiniteLossError
-from trainers.evaluate import Embeddings, embed_split, evaluate
+from trainers.evaluate import Embeddings, embed, embed_tokens, evaluate
 from trainers.evaluate_shift import shift_summary, shift_table
 from trainers.init import close_gap_by_procrustes, warm_start
 from trainers.loss import Temperature, contrastive_loss
@@ -70,40 +70,80 @@ def train_dual_encoder(
     device = resolve_device(config.device)
     data = load_data(config)
     model = _build_model(config, data, device)
-    optimiser = torch.optim.Adam(
-        model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
-    )
+    optimiser = make_optimiser(model, config)
     resumed = checkpoint.restore() if checkpoint is not None else None
     first = 1
     if resumed is not None:
         _load(model, optimiser, resumed)
         first = resumed.step + 1
-    inputs_a, inputs_b = data.train.a.to(device), data.train.b.to(device)
+    inputs = _Inputs.on_device(data, model, device)
     steps = steps_for(config, len(data.train))
     last: _Evaluation | None = None
     if resumed is None:
-        last = _evaluate(model, data, config, device, final=steps == 0)
+        last = _evaluate(model, inputs, data, config, final=steps == 0)
         _checkpoint_and_report(0, last, model, optimiser, report, checkpoint)
-    running, count = 0.0, 0
-    for step, batch in _batches(config, len(data.train), first, steps):
-        model.train(True)
-        with _autocast(device):
-            a, b = model.image(inputs_a[batch]), model.text(inputs_b[batch])
-            loss = contrastive_loss(a.float(), b.float(), model.temperature.scale())
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(step)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimiser.step()
-        running, count = running + float(loss.detach()), count + 1
+    losses = _LossWindow()
+    model.train(True)
+    for step, batch in _batches(config, len(data.train), first, steps, device):
+        losses.add(step, train_step(model, optimiser, inputs.train_a[batch], inputs.train_b[batch]))
         if step % config.eval.every_steps == 0 or step == steps:
-            last = _evaluate(model, data, config, device, final=step == steps)
-            last.metrics["train_loss"] = running / count
-            running, count = 0.0, 0
+            train_loss = losses.mean_of_finite()  # NonFiniteLossError names the first bad step
+            last = _evaluate(model, inputs, data, config, final=step == steps)
+            last.metrics["train_loss"] = train_loss
             _checkpoint_and_report(step, last, model, optimiser, report, checkpoint)
+            model.train(True)
     if last is None:  # resumed at the final step: nothing left to train
-        last = _evaluate(model, data, config, device, final=True)
+        last = _evaluate(model, inputs, data, config, final=True)
     return TrainResult(steps=steps, metrics=last.metrics, embeddings=last.embeddings)
+
+
+def make_optimiser(model: _Model, config: TrialConfig) -> torch.optim.Optimizer:
+    # The fused kernel updates every parameter in one pass: on the CPU a step of the default
+    # towers' Adam drops from 4 ms to under 1 ms (of about 60 ms), and its state_dict is the
+    # same as the default implementation's, so checkpoints of either load into the other.
+    return torch.optim.Adam(
+        model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay, fused=True
+    )
+
+
+def train_step(
+    model: _Model, optimiser: torch.optim.Optimizer, inputs_a: torch.Tensor, inputs_b: torch.Tensor
+) -> torch.Tensor:
+    """One optimiser step on one batch; returns the loss, still on the device (no sync)."""
+    device = inputs_a.device
+    with _autocast(device):
+        a, b = model.image(inputs_a), model.text(inputs_b)
+        loss = contrastive_loss(a.float(), b.float(), model.temperature.scale())
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimiser.step()
+    return loss.detach()
+
+
+class _LossWindow:
+    """The training losses since the last report, kept on the device.
+
+    Reading a loss back (`float(loss)`, `if torch.isfinite(loss)`) each step would make the
+    CPU wait for the GPU at every step; here the window is read once per report, and the first
+    non-finite step in it is still the one named.
+    """
+
+    def __init__(self) -> None:
+        self.first_step = 0
+        self.losses: list[torch.Tensor] = []
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        if not self.losses:
+            self.first_step = step
+        self.losses.append(loss)
+
+    def mean_of_finite(self) -> float:
+        values = torch.stack(self.losses).double().cpu()
+        self.losses = []
+        bad = torch.nonzero(~torch.isfinite(values))
+        if bad.numel():
+            raise NonFiniteLossError(self.first_step + int(bad[0, 0]))
+        return float(values.mean())
 
 
 def load_data(config: TrialConfig) -> PairedData:
@@ -158,16 +198,63 @@ def _build_model(config: TrialConfig, data: PairedData, device: torch.device) ->
     temperature = Temperature(
         config.loss.temperature, config.loss.learn_temperature, config.loss.min_temperature
     )
-    return _Model(image.to(device), text.to(device), temperature.to(device))
+    layout = _image_layout(image, data.a_input)
+    # Module.to applies memory_format to the 4-d weights; torch's stubs leave the keyword out.
+    image.to(device, memory_format=layout)  # type: ignore[call-overload]
+    return _Model(image, text.to(device), temperature.to(device))
+
+
+def _image_layout(tower: nn.Module, spec: InputSpec) -> torch.memory_format:
+    """Channels-last for convolutions on images: oneDNN's convolutions are about twice as fast
+    in that layout on the CPU (the default CNN tower's step 66 -> 55 ms, its forward pass on
+    the eval split 2x), and it is the layout bf16 convolutions on the GPU want too."""
+    convolves = any(isinstance(m, nn.Conv2d) for m in tower.modules())
+    if spec.kind == "image" and len(spec.shape) == 3 and convolves:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The inputs of both towers, moved to the device and put in the layout the towers want
+    once per trial, so that the loop only indexes them."""
+
+    train_a: torch.Tensor
+    train_b: torch.Tensor
+    eval_a: torch.Tensor
+    eval_b: torch.Tensor
+    class_b: torch.Tensor | None
+
+    @classmethod
+    def on_device(cls, data: PairedData, model: _Model, device: torch.device) -> _Inputs:
+        layout = _image_layout(model.image, data.a_input)
+        images = (data.train.a, data.eval.a)
+        train_a, eval_a = (_to_device(x, device).contiguous(memory_format=layout) for x in images)
+        classes = data.class_inputs
+        return cls(
+            train_a=train_a,
+            train_b=_to_device(data.train.b, device),
+            eval_a=eval_a,
+            eval_b=_to_device(data.eval.b, device),
+            class_b=None if classes is None else _to_device(classes, device),
+        )
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type != "cuda":
+        return x
+    # From pinned memory the copy is a DMA that does not hold up the host.
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 def _batches(
-    config: TrialConfig, n: int, first: int, steps: int
+    config: TrialConfig, n: int, first: int, steps: int, device: torch.device
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """(step, indices into the n training pairs) for steps first..steps; whole batches only.
 
     Each epoch's order is drawn from (seed, epoch) alone, so a run resumed at any step sees
-    exactly the batches the uninterrupted run would have.
+    exactly the batches the uninterrupted run would have. The order lives on the device, so
+    that indexing the inputs there needs no copy per step.
     """
     size = min(config.optim.batch_size, n)
     per_epoch = n // size
@@ -177,22 +264,24 @@ def _batches(
         if index // per_epoch != epoch:
             epoch = index // per_epoch
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-            order = torch.randperm(n, generator=generator)
+            order = torch.randperm(n, generator=generator).to(device)
         start = (index % per_epoch) * size
         yield step, order[start : start + size]
 
 
 def _evaluate(
-    model: _Model, data: PairedData, config: TrialConfig, device: torch.device, final: bool
+    model: _Model, inputs: _Inputs, data: PairedData, config: TrialConfig, final: bool
 ) -> _Evaluation:
     model.train(False)
-    eval_batch = config.optim.batch_size * 4
+    device = inputs.eval_a.device
     class_b = None
-    with _autocast(device):
-        emb = embed_split(model.image, model.text, data.eval, eval_batch, device)
-        if data.class_inputs is not None:
-            with torch.inference_mode():
-                class_b = model.text(data.class_inputs.to(device)).float().cpu()
+    batch = config.optim.batch_size * 4  # larger eval batches are no faster on the CPU
+    with _autocast(device), torch.inference_mode():
+        emb = Embeddings(
+            embed(model.image, inputs.eval_a, batch), _embed_b(model.text, inputs.eval_b, batch)
+        )
+        if inputs.class_b is not None:
+            class_b = _embed_b(model.text, inputs.class_b, batch)
     scale = model.temperature.scale()
     metrics = evaluate(emb, data.eval, class_b, scale, config.optim.batch_size)
     metrics["temperature"] = model.temperature.value()
@@ -201,6 +290,12 @@ def _evaluate(
         rows = shift_table(arrays, config.eval.shift_lambdas, model.temperature.value())
         metrics |= shift_summary(rows)
     return _Evaluation(metrics, emb, arrays)
+
+
+def _embed_b(tower: nn.Module, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    if inputs.dtype in (torch.int64, torch.int32):
+        return embed_tokens(tower, inputs, batch_size)
+    return embed(tower, inputs, batch_size)
 
 
 def _arrays(

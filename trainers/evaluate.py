@@ -20,19 +20,30 @@ class Embeddings:
 
 
 @torch.inference_mode()
-def embed_split(
-    image_tower: nn.Module,
-    text_tower: nn.Module,
-    split: PairedSplit,
-    batch_size: int,
-    device: torch.device,
-) -> Embeddings:
-    a_parts, b_parts = [], []
-    for start in range(0, len(split), batch_size):
-        sl = slice(start, start + batch_size)
-        a_parts.append(image_tower(split.a[sl].to(device)).float().cpu())
-        b_parts.append(text_tower(split.b[sl].to(device)).float().cpu())
-    return Embeddings(torch.cat(a_parts), torch.cat(b_parts))
+def embed(tower: nn.Module, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The tower's embeddings of inputs already on its device, in batches, as CPU float32.
+
+    The batches' outputs stay on the device until all are done: one copy back at the end
+    instead of a wait for the device after every batch.
+    """
+    parts = [
+        tower(inputs[start : start + batch_size]).float()
+        for start in range(0, inputs.shape[0], batch_size)
+    ]
+    return torch.cat(parts).cpu()
+
+
+@torch.inference_mode()
+def embed_tokens(tower: nn.Module, tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """`embed` for token ids, running the tower once per distinct row.
+
+    Captions repeat (the shapes data has 96 distinct ones, so 512 eval pairs hold at most 96):
+    each row's embedding depends on that row alone, so the repeats are copies, not work.
+    """
+    distinct, index = torch.unique(tokens, dim=0, return_inverse=True)
+    if distinct.shape[0] == tokens.shape[0]:
+        return embed(tower, tokens, batch_size)
+    return embed(tower, distinct, batch_size)[index.cpu()]
 
 
 @torch.inference_mode()
