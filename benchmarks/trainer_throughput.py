@@ -8,12 +8,14 @@ trial given one CPU), in this one process, taking turns; each side's best of `--
 counts, since other load on the machine only ever adds time. Setup (generating the data,
 building the towers) is inside every side's time; it is the same work on each side.
 
-| side | what runs |
-|---|---|
-| `bare` | the loop a researcher writes: `Adam` with its defaults, `for` over a shuffled order, forward, InfoNCE, backward, step; no evaluation, no reporting |
-| `bare_tuned` | the same loop with the product's two speed settings (fused Adam, channels-last images) |
-| `product_end` | `train_dual_encoder`, evaluating only at step 0 and at the end, checkpointing each |
-| `product` | `train_dual_encoder` evaluating, reporting and checkpointing every `eval.every_steps` |
+- `bare`: the loop a researcher writes: `Adam` with its defaults, a shuffled order each epoch,
+  forward, InfoNCE, backward, step; no evaluation, no reporting.
+- `bare_tuned`: the same loop with the product's two speed settings (fused Adam, channels-last
+  images).
+- `product_end`: `train_dual_encoder`, evaluating only at step 0 and at the end, checkpointing
+  each time.
+- `product`: `train_dual_encoder` evaluating, reporting and checkpointing every
+  `eval.every_steps` (the default unless `--every-steps`).
 
 `product / bare` is the issue's ratio (goal >= 0.95); `product / bare_tuned` what reporting and
 periodic evaluation cost against the product's own step; the cost of one evaluation is the
@@ -154,7 +156,9 @@ def summary(records: list[dict[str, Any]], every: int) -> dict[str, Any]:
         "ratio_product_vs_bare_tuned": round(wall["bare_tuned"] / wall["product"], 3),
         "ratio_bare_tuned_vs_bare": round(wall["bare"] / wall["bare_tuned"], 3),
         "eval_s_each": round(per_eval, 3),
-        "eval_share_of_product": round(per_eval * by["product"]["evaluations"] / wall["product"], 3),
+        "eval_share_of_product": round(
+            per_eval * by["product"]["evaluations"] / wall["product"], 3
+        ),
     }
 
 
