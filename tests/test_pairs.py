@@ -26,7 +26,7 @@ def test_pair_keeps_the_users_tower_sizes() -> None:
         {"pair": "clip_like", "model": {"image": {"hidden_size": 32, "num_heads": 4}}}
     )
     assert config.model.image.kind == "clip_vision"
-    assert config.model.image.hidden_size == 32  # type: ignore[union-attr]
+    assert config.model.image.hidden_size == 32
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import torch
 from trainers.config import ModelConfig, TrialConfig
 from trainers.data_types import InputSpec
 from trainers.errors import DataError
-from trainers.towers import build_tower
+from trainers.towers import build_tower, build_towers
 
 IMAGE = InputSpec("image", (3, 8, 8))
 TOKENS = InputSpec("tokens", (6,), vocab_size=20)
@@ -41,6 +41,21 @@ def test_tower_embeds_to_unit_vectors(side: dict[str, Any], spec: InputSpec, inp
     out = tower(inputs)
     assert out.shape == (5, 6)
     assert torch.allclose(out.norm(dim=1), torch.ones(5), atol=1e-5)
+
+
+@pytest.mark.parametrize(("side", "spec", "inputs"), CASES)
+def test_tower_is_drawn_from_the_init_seed_alone(
+    side: dict[str, Any], spec: InputSpec, inputs: Any
+) -> None:
+    def embed(seed: int) -> torch.Tensor:
+        torch.manual_seed(1234 + seed)  # the global stream must not matter
+        config = ModelConfig.model_validate({"embed_dim": 6, "image": side, "text": side})
+        image, _ = build_towers(config, (spec, spec), init_seed=seed)
+        with torch.no_grad():
+            return image(inputs)  # type: ignore[no-any-return]
+
+    assert torch.equal(embed(3), embed(3))
+    assert not torch.allclose(embed(3), embed(4))
 
 
 def test_unprojected_mlp_outputs_its_last_layer() -> None:
