@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +91,49 @@ def mlflow_runs(tracking_uri: str, experiment: str) -> tuple[Any, list[Any]]:
     found = client.get_experiment_by_name(experiment)
     assert found is not None, f"no MLflow experiment {experiment}"
     return client, client.search_runs([found.experiment_id])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serves_health(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def mlflow_server(workdir: Path, timeout: float = 120) -> Iterator[str]:
+    """A real `mlflow server` on a free loopback port with a SQLite store in `workdir`; yields
+    its URL once it answers, and stops the session it runs in (it and its workers) at the end."""
+    url, log = f"http://127.0.0.1:{free_port()}", workdir / "mlflow-server.log"
+    cmd = [
+        str(Path(sys.executable).with_name("mlflow")), "server",
+        "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+        "--artifacts-destination", str(workdir / "mlartifacts"),
+        "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1",
+    ]  # fmt: skip
+    # Without its job runner: seven fewer processes (huey consumers) that a test never uses.
+    env = cli_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: server.poll() is not None or serves_health(url), timeout, "mlflow server")
+        if server.poll() is not None:
+            tail = log.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"mlflow server exited with {server.returncode}:\n{tail}")
+        yield url
+    finally:
+        kill_session(server.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=10)
+        kill_session(server.pid)  # whatever of its session has not exited by now
+        server.wait(timeout=10)
