@@ -76,13 +76,16 @@ def test_submit_prints_live_and_summary_tables(finished_sweep: tuple[Path, str])
 def test_mlflow_has_one_parent_and_a_nested_child_per_trial(
     finished_sweep: tuple[Path, str],
 ) -> None:
-    workdir, _ = finished_sweep
+    workdir, out = finished_sweep
     client, runs = mlflow_runs(workdir)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert parent.info.run_name == "tiny" and parent.info.status == "FINISHED"
+    # The printed link opens this experiment's runs table, not MLflow 3's GenAI overview.
+    page = f"#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning"
+    assert f"runs: mlflow ui, then http://127.0.0.1:5000/{page}" in " ".join(out.split())
     assert parent.data.metrics["trials_completed"] == 4
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert sorted(c.info.run_name for c in children) == [
