@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,16 +108,40 @@ def serves_health(url: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class MlflowServer:
+    """An `mlflow server` that `started_mlflow_server` started: it may not answer yet."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    artifacts: Path
+    log: Path
+
+    def wait_until_serving(self, timeout: float = 120) -> None:
+        """Wait until it answers; fail at once, with the end of its log, if it exits."""
+        exited = self.process.poll
+        wait_for(lambda: exited() is not None or serves_health(self.url), timeout, "mlflow server")
+        if exited() is not None:
+            tail = self.log.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"mlflow server exited with {self.process.returncode}:\n{tail}")
+
+
 @contextlib.contextmanager
-def mlflow_server(workdir: Path, timeout: float = 120) -> Iterator[str]:
-    """A real `mlflow server` on a free loopback port with a SQLite store in `workdir`; yields
-    its URL once it answers, and stops the session it runs in (it and its workers) at the end."""
+def started_mlflow_server(
+    workdir: Path, *, backend_uri: str | None = None, extra_args: Sequence[str] = ()
+) -> Iterator[MlflowServer]:
+    """A real `mlflow server` on a free loopback port, yielded as soon as it is started, so that
+    a test can start other services while it comes up (it takes ~20 s). Its store is SQLite in
+    `workdir` unless `backend_uri` names another, its artifacts go to workdir/mlartifacts, and
+    `extra_args` go to its command line. At the end it stops the session the server runs in (it
+    and its workers)."""
     url, log = f"http://127.0.0.1:{free_port()}", workdir / "mlflow-server.log"
+    artifacts = workdir / "mlartifacts"
+    backend = f"sqlite:///{workdir / 'mlflow.db'}" if backend_uri is None else backend_uri
     cmd = [
         str(Path(sys.executable).with_name("mlflow")), "server",
-        "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-        "--artifacts-destination", str(workdir / "mlartifacts"),
-        "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1",
+        "--backend-store-uri", backend, "--artifacts-destination", str(artifacts),
+        "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1", *extra_args,
     ]  # fmt: skip
     # Without its job runner: seven fewer processes (huey consumers) that a test never uses.
     env = cli_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
@@ -126,14 +151,24 @@ def mlflow_server(workdir: Path, timeout: float = 120) -> Iterator[str]:
             start_new_session=True,
         )  # fmt: skip
     try:
-        wait_for(lambda: server.poll() is not None or serves_health(url), timeout, "mlflow server")
-        if server.poll() is not None:
-            tail = log.read_text(errors="replace")[-4000:]
-            raise AssertionError(f"mlflow server exited with {server.returncode}:\n{tail}")
-        yield url
+        yield MlflowServer(server, url, artifacts, log)
     finally:
         kill_session(server.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             server.wait(timeout=10)
         kill_session(server.pid)  # whatever of its session has not exited by now
         server.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def mlflow_server(
+    workdir: Path,
+    timeout: float = 120,
+    *,
+    backend_uri: str | None = None,
+    extra_args: Sequence[str] = (),
+) -> Iterator[str]:
+    """`started_mlflow_server`, yielding its URL once it answers."""
+    with started_mlflow_server(workdir, backend_uri=backend_uri, extra_args=extra_args) as server:
+        server.wait_until_serving(timeout)
+        yield server.url

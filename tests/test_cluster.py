@@ -19,12 +19,10 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +35,12 @@ from orchestrator.errors import InputError
 from orchestrator.store.repository import ResultsStore, TrialView
 from orchestrator.store.testing import temporary_postgres_database
 from tests.conftest import TINY_BASE
+from tests.helpers import free_port, started_mlflow_server
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-RAY, MLFLOW, ORCHESTRATOR = (str(BIN / name) for name in ("ray", "mlflow", "orchestrator"))
+RAY, ORCHESTRATOR = (str(BIN / name) for name in ("ray", "orchestrator"))
 TOKEN = secrets.token_hex(32)
 # Ray replaces 127.0.0.1 and localhost by the machine's routable address; any other address of
 # the loopback range stays as given, so the whole cluster talks over loopback only.
@@ -63,12 +62,6 @@ LONG_BASE = {
 
 
 # -- processes ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cluster_env(**extra: str) -> dict[str, str]:
@@ -190,14 +183,6 @@ def raylet_node_id(temp_dir: Path) -> str:
     return match.group(1)
 
 
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 @dataclass(frozen=True)
 class Cluster:
     workdir: Path
@@ -211,26 +196,21 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The MLflow server and the Ray head, started side by side (MLflow takes ~20 s)."""
     workdir = tmp_path_factory.mktemp("cluster")
-    port, artifacts, log = free_port(), workdir / "mlartifacts", workdir / "mlflow.log"
-    with temporary_postgres_database() as backend:
-        mlflow_cmd = [
-            MLFLOW, "server", "--backend-store-uri", backend, "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1", "--serve-artifacts",
-            "--artifacts-destination", str(artifacts),
-        ]  # fmt: skip
-        mlflow = start_session(mlflow_cmd, log, cluster_env())
-        head: RayNode | None = None
+    with (
+        temporary_postgres_database() as backend,
+        # --serve-artifacts: clients upload through the server's proxy, as in docker/compose.yaml.
+        started_mlflow_server(
+            workdir, backend_uri=backend, extra_args=["--serve-artifacts"]
+        ) as mlflow,
+    ):
+        gcs_port = free_port()
+        head_args = ["--head", "--port", str(gcs_port), "--include-dashboard", "false"]
+        head = start_ray_node(workdir, "head", head_args, cluster_env(**FAST_FAILURE_DETECTION))
         try:
-            gcs_port = free_port()
-            head_args = ["--head", "--port", str(gcs_port), "--include-dashboard", "false"]
-            head = start_ray_node(workdir, "head", head_args, cluster_env(**FAST_FAILURE_DETECTION))
-            uri = f"http://127.0.0.1:{port}"
-            wait_until("mlflow server", lambda: healthy(uri), mlflow, log)
-            yield Cluster(workdir, uri, artifacts, head, f"{NODE_IP}:{gcs_port}")
+            mlflow.wait_until_serving(timeout=150)
+            yield Cluster(workdir, mlflow.url, mlflow.artifacts, head, f"{NODE_IP}:{gcs_port}")
         finally:
-            if head is not None:
-                head.stop()
-            stop_session(mlflow)
+            head.stop()
 
 
 @pytest.fixture

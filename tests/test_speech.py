@@ -16,19 +16,15 @@ from pydantic import ValidationError
 from torch import nn
 from torch.nn import functional as F
 
+from trainers.audio_features import log_mel, mel_filter_bank, resample
 from trainers.config import ShapesDataConfig
 from trainers.config_speech import AudioTowerConfig, SpokenCaptionsDataConfig
 from trainers.data import SHAPES, make_shapes
-from trainers.data_speech import (
-    cache_folder,
-    log_mel,
-    make_spoken_captions,
-    mel_filter_bank,
-    resample,
-)
+from trainers.data_speech import make_spoken_captions
 from trainers.data_types import InputSpec, PairedData
 from trainers.errors import DataError
 from trainers.loss import contrastive_loss
+from trainers.speech_synthesis import cache_folder
 from trainers.towers_audio import AudioTower
 
 VOICES = ("en-us", "en-gb+f3")
