@@ -1,10 +1,19 @@
 """GPU check of the dual_encoder trainer: it runs on CUDA with bf16 autocast when it can see a GPU,
-and how its throughput compares with the CPU on the same machine.
+how its throughput compares with the CPU on the same machine, and what share of the GPU's peak a
+ViT-B/32-sized dual encoder step reaches.
 
     python -m benchmarks.gpu_trainer            # on a machine with an NVIDIA GPU
+    python -m benchmarks.gpu_trainer --tiny     # the same code on the CPU at a tiny size (CI)
 
 Prints one JSON line per run and exits non-zero if CUDA or bf16 autocast was not used.
 Needs only torch, transformers, numpy and pydantic (no Ray, MLflow or database).
+
+The ViT-B/32 step (`vit_b32`): CLIP's ViT-B/32 shapes built by the product's own towers
+(`clip_vision`: 224 px images, patch 32, width 768, 12 layers, 12 heads; `clip_text`: 77 tokens,
+width 512, 12 layers, 8 heads; 512-d embeddings), trained by the product's own `train_step`
+(bf16 autocast, fused Adam, symmetric InfoNCE) on random inputs already on the GPU. Its FLOPs
+per step are counted by `torch.utils.flop_counter` (matrix products and convolutions, forward
+and backward); the share of peak divides the achieved FLOP/s by the GPU's dense bf16 peak.
 """
 
 from __future__ import annotations
@@ -17,9 +26,19 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from trainers.config import TrialConfig
-from trainers.dual_encoder import resolve_device, train_dual_encoder
+from trainers.config import ModelConfig, TrialConfig
+from trainers.data_types import InputSpec
+from trainers.dual_encoder import (
+    DualModel,
+    make_optimiser,
+    resolve_device,
+    train_dual_encoder,
+    train_step,
+)
+from trainers.loss import Temperature
+from trainers.towers import build_towers
 
 SIZES: dict[str, dict[str, Any]] = {
     # The towers of sweeps/temperature.yaml.
@@ -73,10 +92,80 @@ def run(size: str, device: str, epochs: float) -> dict[str, Any]:
     }
 
 
+# Dense bf16 tensor-core peaks from the vendors' data sheets, in TFLOP/s (without sparsity).
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.0, "A100": 312.0}
+VIT_B32: dict[str, Any] = {
+    "embed_dim": 512,
+    "image": {"kind": "clip_vision", "patch_size": 32, "hidden_size": 768, "num_layers": 12,
+              "num_heads": 12},
+    "text": {"kind": "clip_text", "hidden_size": 512, "num_layers": 12, "num_heads": 8},
+}  # fmt: skip
+VIT_TINY: dict[str, Any] = {
+    "embed_dim": 16,
+    "image": {"kind": "clip_vision", "patch_size": 8, "hidden_size": 32, "num_layers": 1,
+              "num_heads": 2},
+    "text": {"kind": "clip_text", "hidden_size": 32, "num_layers": 1, "num_heads": 2},
+}  # fmt: skip
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in name), None)
+
+
+def vit_b32_step(device: torch.device, batch: int, steps: int, tiny: bool) -> dict[str, Any]:
+    """Samples per second and share of peak of the product's step on ViT-B/32-sized towers."""
+    config = ModelConfig.model_validate(VIT_TINY if tiny else VIT_B32)
+    size, tokens = (32, 16) if tiny else (224, 77)
+    specs = (InputSpec("image", (3, size, size)), InputSpec("tokens", (tokens,), 49408))
+    image, text = build_towers(config, specs, init_seed=0)
+    model = DualModel(image.to(device), text.to(device), Temperature(0.07, True, 0.01).to(device))
+    optimiser = make_optimiser(model, TrialConfig(device=device.type))
+    images = torch.randn(batch, 3, size, size, device=device)
+    ids = torch.randint(1, 49408, (batch, tokens), device=device)
+    with FlopCounterMode(display=False) as counter:
+        train_step(model, optimiser, images, ids)  # also the warm-up: kernels, allocator
+    for _ in range(2):
+        train_step(model, optimiser, images, ids)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, optimiser, images, ids)
+    _sync(device)
+    per_step = (time.perf_counter() - start) / steps
+    flops = counter.get_total_flops()
+    peak = peak_tflops(device)
+    achieved = flops / per_step / 1e12
+    return {
+        "size": "vit_b32_tiny" if tiny else "vit_b32",
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "batch_size": batch,
+        "step_ms": round(per_step * 1000, 1),
+        "samples_per_s": round(batch / per_step, 1),
+        "gflop_per_step": round(flops / 1e9, 3),
+        "achieved_tflops": round(achieved, 2),
+        "peak_bf16_tflops": peak,
+        "share_of_peak": None if peak is None else round(achieved / peak, 3),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--vit-batch", type=int, default=256, help="batch of the ViT-B/32 step")
+    parser.add_argument("--tiny", action="store_true", help="the ViT step on the CPU, tiny")
     args = parser.parse_args()
+    if args.tiny:
+        print(json.dumps(vit_b32_step(torch.device("cpu"), 4, 2, tiny=True)))
+        return 0
     if not torch.cuda.is_available():
         print("no CUDA device visible; this check needs an NVIDIA GPU", file=sys.stderr)
         return 2
@@ -90,6 +179,7 @@ def main() -> int:
         for record in (cpu, gpu):
             print(json.dumps(record), flush=True)
         ok = ok and "bfloat16" in gpu["linear_output_dtypes"]
+    print(json.dumps(vit_b32_step(torch.device("cuda"), args.vit_batch, 20, tiny=False)))
     print(json.dumps({"cuda_used": ok, "bf16_autocast_used": ok}))
     return 0 if ok else 1
 

@@ -26,7 +26,7 @@ from trainers.towers import build_towers
 Report = Callable[[int, dict[str, float]], None]
 """Called as report(step, metrics) at step 0 and every `eval.every_steps` steps."""
 
-MODULES = ("image", "text", "temperature")  # the parts of _Model a checkpoint holds
+MODULES = ("image", "text", "temperature")  # the parts of DualModel a checkpoint holds
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,9 @@ class TrainResult:
 
 
 @dataclass
-class _Model:
+class DualModel:
+    """Both towers and the temperature: what a step trains and a checkpoint holds."""
+
     image: nn.Module
     text: nn.Module
     temperature: Temperature
@@ -97,7 +99,7 @@ def train_dual_encoder(
     return TrainResult(steps=steps, metrics=last.metrics, embeddings=last.embeddings)
 
 
-def make_optimiser(model: _Model, config: TrialConfig) -> torch.optim.Optimizer:
+def make_optimiser(model: DualModel, config: TrialConfig) -> torch.optim.Optimizer:
     # The fused kernel updates every parameter in one pass: on the CPU a step of the default
     # towers' Adam drops from 4 ms to under 1 ms (of about 60 ms), and its state_dict is the
     # same as the default implementation's, so checkpoints of either load into the other.
@@ -107,7 +109,10 @@ def make_optimiser(model: _Model, config: TrialConfig) -> torch.optim.Optimizer:
 
 
 def train_step(
-    model: _Model, optimiser: torch.optim.Optimizer, inputs_a: torch.Tensor, inputs_b: torch.Tensor
+    model: DualModel,
+    optimiser: torch.optim.Optimizer,
+    inputs_a: torch.Tensor,
+    inputs_b: torch.Tensor,
 ) -> torch.Tensor:
     """One optimiser step on one batch; returns the loss, still on the device (no sync)."""
     device = inputs_a.device
@@ -166,7 +171,7 @@ class _Evaluation:
 def _checkpoint_and_report(
     step: int,
     evaluation: _Evaluation,
-    model: _Model,
+    model: DualModel,
     optimiser: torch.optim.Optimizer,
     report: Report,
     checkpoint: CheckpointHook | None,
@@ -178,7 +183,7 @@ def _checkpoint_and_report(
     report(step, evaluation.metrics)
 
 
-def _load(model: _Model, optimiser: torch.optim.Optimizer, state: TrainState) -> None:
+def _load(model: DualModel, optimiser: torch.optim.Optimizer, state: TrainState) -> None:
     missing = [name for name in MODULES if name not in state.modules]
     if missing:
         raise DataError(f"checkpoint has no weights for {', '.join(missing)}")
@@ -190,7 +195,7 @@ def _load(model: _Model, optimiser: torch.optim.Optimizer, state: TrainState) ->
         raise DataError(f"checkpoint does not fit this trial's model: {exc}") from None
 
 
-def _build_model(config: TrialConfig, data: PairedData, device: torch.device) -> _Model:
+def _build_model(config: TrialConfig, data: PairedData, device: torch.device) -> DualModel:
     image, text = build_towers(config.model, (data.a_input, data.b_input), config.init_seed)
     warm_start(image, text, config.model.init)
     if config.model.init.close_gap == "procrustes":
@@ -201,7 +206,7 @@ def _build_model(config: TrialConfig, data: PairedData, device: torch.device) ->
     layout = _image_layout(image, data.a_input)
     # Module.to applies memory_format to the 4-d weights; torch's stubs leave the keyword out.
     image.to(device, memory_format=layout)  # type: ignore[call-overload]
-    return _Model(image, text.to(device), temperature.to(device))
+    return DualModel(image, text.to(device), temperature.to(device))
 
 
 def _image_layout(tower: nn.Module, spec: InputSpec) -> torch.memory_format:
@@ -226,7 +231,7 @@ class _Inputs:
     class_b: torch.Tensor | None
 
     @classmethod
-    def on_device(cls, data: PairedData, model: _Model, device: torch.device) -> _Inputs:
+    def on_device(cls, data: PairedData, model: DualModel, device: torch.device) -> _Inputs:
         layout = _image_layout(model.image, data.a_input)
         images = (data.train.a, data.eval.a)
         train_a, eval_a = (_to_device(x, device).contiguous(memory_format=layout) for x in images)
@@ -270,7 +275,7 @@ def _batches(
 
 
 def _evaluate(
-    model: _Model, inputs: _Inputs, data: PairedData, config: TrialConfig, final: bool
+    model: DualModel, inputs: _Inputs, data: PairedData, config: TrialConfig, final: bool
 ) -> _Evaluation:
     model.train(False)
     device = inputs.eval_a.device
