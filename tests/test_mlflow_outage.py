@@ -3,19 +3,20 @@ SQL, and once the server is back `orchestrator sync` back-fills MLflow from the 
 
 from __future__ import annotations
 
-import socket
+import os
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import (
+    free_port,
     kill_session,
     mlflow_runs,
     orchestrator,
+    serves_health,
     start_orchestrator,
     wait_for,
     write_spec,
@@ -25,20 +26,6 @@ from tests.test_faults import LONG, spec, sql_steps, stored
 pytestmark = pytest.mark.slow
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 class MlflowServer:
@@ -67,8 +54,10 @@ class MlflowServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            # Its background job runners are unused here and cost seven processes.
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
-        wait_for(lambda: healthy(self.url), 120, "the MLflow server to answer /health")
+        wait_for(lambda: serves_health(self.url), 120, "the MLflow server to answer /health")
 
     def kill(self) -> None:
         if self.process is not None:
