@@ -8,6 +8,9 @@ truth, and MLflow (through `MlflowMirror`) is brought up to date from it.
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,33 @@ from orchestrator.store.repository import ResultsStore
 from orchestrator.trainable import TERMINAL_ERROR
 from orchestrator.trainer_registry import METRIC_NAMES
 
+TRACE_ENV = "GAPSWEEP_TRACE"
+
+
+class Trace:
+    """When GAPSWEEP_TRACE names a file, each trial's start, reports and end go there as JSON
+    lines with both clocks (the worker's when it reported, the driver's when it was recorded):
+    what benchmarks/sweep_overhead.py reads for the fixed cost of a trial. Unset, nothing is
+    written."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+
+    @classmethod
+    def from_env(cls) -> Trace:
+        return cls(os.environ.get(TRACE_ENV))
+
+    def event(self, key: str, event: str, at: float | None, **extra: float) -> None:
+        if self.path is None or at is None:
+            return
+        record = {"key": key, "event": event, "t": at, "recorded": time.time(), **extra}
+        with self.path.open("a") as out:
+            out.write(json.dumps(record) + "\n")
+
 
 class Recorder(Callback):
     def __init__(self, store: ResultsStore, mirror: MlflowMirror, progress: SweepProgress) -> None:
+        self.trace = Trace.from_env()
         self.store = store
         self.mirror = mirror
         self.sweep = mirror.sweep
@@ -41,6 +68,7 @@ class Recorder(Callback):
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]
+        self.trace.event(key, "start", time.time())
         self.store.mark_running(self.sweep, key, host=None, node_id=None)
         self.placed.discard(key)
         self.last_metrics.pop(key, None)
@@ -73,6 +101,9 @@ class Recorder(Callback):
         self.mirror.push(key, tags)
         self.last_metrics[key] = metrics
         self.progress.update(key, step=step, metrics=metrics)
+        if first:
+            self.trace.event(key, "entered", _float_or_none(result.get("entered_at")))
+        self.trace.event(key, "report", _float_or_none(result.get("reported_at")), step=step)
 
     def on_checkpoint(
         self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any
@@ -86,6 +117,7 @@ class Recorder(Callback):
         self.store.finish_trial(self.sweep, key, status, self.last_metrics.get(key, {}), error)
         self.mirror.close_trial(key)
         self.progress.update(key, status=status)
+        self.trace.event(key, "done", time.time())
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]
@@ -97,6 +129,10 @@ class Recorder(Callback):
         self.store.finish_trial(self.sweep, key, "failed", self.last_metrics.get(key), error)
         self.mirror.close_trial(key)
         self.progress.update(key, status="failed")
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def error_summary(error_file: str | None) -> str:

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,16 +71,22 @@ def submit(
     loaded: LoadedSpec, plan: Plan, settings: Settings, console: Console, store: ResultsStore
 ) -> SweepOutcome:
     spec = plan.spec
-    tracker = MlflowTracker(settings.mlflow_uri)
-    experiment_id = tracker.experiment_for(spec.name)
     holder = Holder.this_process()
-    store.acquire_lease(spec.name, holder, LEASE_STALE_AFTER_S)
-    try:
-        return _submit_holding_lease(
-            loaded, plan, settings, console, store, tracker, experiment_id, holder
-        )
-    finally:
-        store.release_lease(spec.name, holder)
+    with ThreadPoolExecutor(1, thread_name_prefix="gapsweep-mlflow") as pool:
+        # MLflow's start (its import and, for a new SQLite store, its schema migrations) and
+        # Ray's take seconds each and need nothing of each other: MLflow starts in a thread
+        # while Ray starts here (Ray wants the main thread for its signal handler).
+        mlflow = pool.submit(_open_mlflow, settings.mlflow_uri, spec.name)
+        store.acquire_lease(spec.name, holder, LEASE_STALE_AFTER_S)
+        try:
+            return _submit_holding_lease(loaded, plan, settings, console, store, mlflow, holder)
+        finally:
+            store.release_lease(spec.name, holder)
+
+
+def _open_mlflow(uri: str, sweep: str) -> tuple[MlflowTracker, str]:
+    tracker = MlflowTracker(uri)
+    return tracker, tracker.experiment_for(sweep)
 
 
 def _submit_holding_lease(
@@ -88,8 +95,7 @@ def _submit_holding_lease(
     settings: Settings,
     console: Console,
     store: ResultsStore,
-    tracker: MlflowTracker,
-    experiment_id: str,
+    mlflow: Future[tuple[MlflowTracker, str]],
     holder: Holder,
 ) -> SweepOutcome:
     spec = plan.spec
@@ -98,26 +104,27 @@ def _submit_holding_lease(
     )
     statuses = store.register_trials(spec.name, [_new_trial(t) for t in plan.trials])
     todo = trials_to_run(plan, statuses, settings.rerun_failed)
-    parent = tracker.start_sweep_run(experiment_id, spec.name, loaded.text, sweep.mlflow_run_id)
-    store.set_sweep_mlflow(spec.name, experiment_id, parent)
-    mirror = MlflowMirror(
-        tracker, store, spec.name, (experiment_id, parent), lambda m: console.print(f"[yellow]{m}")
-    )
-    progress = _progress(plan, statuses, todo)
-    _say_what_is_skipped(console, plan, statuses, todo)
-    if todo:
-        with console.status("starting Ray..." if settings.address is None else "joining Ray..."):
-            _init_ray(settings.address)
-        try:
-            with Live(progress, console=console, refresh_per_second=2, transient=False):
-                beat = Heartbeat(store, spec.name, holder)
-                _run_tune(plan, todo, settings, store, Recorder(store, mirror, progress), beat)
-        finally:
-            # Trials Tune stopped without a verdict (Ctrl-C, driver shutdown) are not left
-            # looking as if they were still running.
-            for key in store.stop_unfinished(spec.name, [t.key for t in todo]):
-                mirror.close_trial(key)
-            _shutdown_local_ray(settings.address)
+    try:
+        if todo:
+            with console.status(
+                "starting Ray..." if settings.address is None else "joining Ray..."
+            ):
+                _init_ray(settings.address)
+        tracker, experiment_id = mlflow.result()
+        parent = tracker.start_sweep_run(experiment_id, spec.name, loaded.text, sweep.mlflow_run_id)
+        store.set_sweep_mlflow(spec.name, experiment_id, parent)
+        mirror = MlflowMirror(
+            tracker,
+            store,
+            spec.name,
+            (experiment_id, parent),
+            lambda m: console.print(f"[yellow]{m}"),
+        )
+        _say_what_is_skipped(console, plan, statuses, todo)
+        if todo:
+            _run_sweep(plan, statuses, todo, settings, console, store, mirror, holder)
+    finally:
+        _shutdown_local_ray(settings.address)
     # Runs that ended while MLflow was away still need their last steps, status and artifacts.
     behind = mirror.sync_all() if mirror.had_outage else 0
     views = store.trials(spec.name)
@@ -128,6 +135,29 @@ def _submit_holding_lease(
         skipped=len(plan.trials) - len(todo),
         mlflow_behind=bool(behind) or not mirror.healthy,
     )
+
+
+def _run_sweep(
+    plan: Plan,
+    statuses: dict[str, str],
+    todo: list[Trial],
+    settings: Settings,
+    console: Console,
+    store: ResultsStore,
+    mirror: MlflowMirror,
+    holder: Holder,
+) -> None:
+    name = plan.spec.name
+    progress = _progress(plan, statuses, todo)
+    try:
+        with Live(progress, console=console, refresh_per_second=2, transient=False):
+            beat = Heartbeat(store, name, holder)
+            _run_tune(plan, todo, settings, store, Recorder(store, mirror, progress), beat)
+    finally:
+        # Trials Tune stopped without a verdict (Ctrl-C, driver shutdown) are not left
+        # looking as if they were still running.
+        for key in store.stop_unfinished(name, [t.key for t in todo]):
+            mirror.close_trial(key)
 
 
 class Heartbeat(Callback):

@@ -11,6 +11,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,16 @@ class InjectedFault:
 def run_trial(
     param_space: dict[str, Any], *, trainer: str, configs: dict[str, str], resume: dict[str, str]
 ) -> None:
+    entered_at = time.time()
     key = param_space["trial_key"]
     entry = TRAINERS[trainer]
     config = entry.config_model.model_validate_json(configs[key])
     _match_threads_to_cpus()
-    placement = {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+    placement: dict[str, Any] = {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "host": socket.gethostname(),
+        "entered_at": entered_at,  # worker clock; with reported_at, for `orchestrator.trace`
+    }
     checkpoints = TuneCheckpoints(resume.get(key))
     fault = InjectedFault.from_env(key)
 
@@ -125,7 +131,8 @@ def run_trial(
         resumed = {
             "resumed_from": -1 if checkpoints.restored_step is None else checkpoints.restored_step
         }
-        checkpoints.report({**metrics, "step": step, **placement, **resumed})
+        timing = {"reported_at": time.time()}
+        checkpoints.report({**metrics, "step": step, **placement, **resumed, **timing})
 
     try:
         entry.run(config, report, checkpoints)
