@@ -173,7 +173,7 @@ def run_side_here(side: str, work: Path, base: dict[str, Any], trials: int) -> N
 # -- the parent: launch each side, time it, read its trace ----------------------------------------
 
 
-def write_spec(work: Path, base: dict[str, Any], trials: int) -> Path:
+def write_spec_text(base: dict[str, Any], trials: int) -> str:
     spec = {
         "name": "overhead",
         "trainer": "dual_encoder",
@@ -182,8 +182,12 @@ def write_spec(work: Path, base: dict[str, Any], trials: int) -> Path:
         "metric": {"name": "gap_norm", "mode": "min"},
         "resources": {"cpu": 1},
     }
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+def write_spec(work: Path, base: dict[str, Any], trials: int) -> Path:
     path = work / "overhead.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    path.write_text(write_spec_text(base, trials))
     return path
 
 

@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from benchmarks import scaling, sweep_overhead
 from benchmarks.readme import BEGIN, END, render_figures, replace_figures
+from orchestrator.plan import expand
+from orchestrator.spec import load_spec_text
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,12 +32,12 @@ def test_every_benchmark_runs_at_a_tiny_size() -> None:
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     records = [json.loads(ln) for ln in result.stdout.splitlines() if ln.startswith("{")]
     sides = {r.get("side") for r in records}
-    assert {"bare", "product", "sequential", "ray_tune", "gapsweep"} <= sides
+    assert {"bare", "product", "ray_tune", "gapsweep"} <= sides
     assert "stream" in result.stdout and "read_sum" in result.stdout  # gap_metrics' table
     summaries = [r["summary"] for r in records if "summary" in r]
     assert any("ratio_product_vs_bare" in s for s in summaries)
     assert any("gapsweep_vs_ray_tune" in s for s in summaries)
-    assert {r.get("table") for r in records} >= {"data", "concurrency"}
+    assert {r.get("table") for r in records} >= {"data"}
     stores = [r for r in records if "backend" in r]
     assert [r["backend"] for r in stores] == ["sqlite", "postgresql"]
     assert all(r["metric_rows"] == 100 * 5 * 5 for r in stores)
@@ -50,3 +54,19 @@ def test_the_figures_replace_only_their_own_section() -> None:
     assert after.startswith("# Benchmarks\n\nprose\n\n") and after.endswith("\n\nmore prose\n")
     assert "old figures" not in after and "1.0 minutes" in after
     assert replace_figures(after, figures) == after
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        scaling.sweep_spec(1, 4.0, tiny=False),
+        scaling.sweep_spec(2, None, tiny=True),
+        yaml.safe_load(sweep_overhead.write_spec_text(sweep_overhead.WORKLOAD, 8)),
+    ],
+)
+def test_the_sweeps_the_benchmarks_submit_are_valid(
+    spec: dict[str, object], tmp_path: Path
+) -> None:
+    # The tiny run leaves the concurrency sweeps out for time; their specs are checked here.
+    plan = expand(load_spec_text(yaml.safe_dump(spec), tmp_path / "spec.yaml"))
+    assert len(plan.trials) in (2, 8, 12)
