@@ -3,7 +3,7 @@ benchmarks/README.md is rewritten with what was measured, the machine, the versi
 
     python -m benchmarks                 # full sizes (under 15 minutes on 2 idle cores)
     python -m benchmarks --tiny          # every benchmark at a tiny size, README untouched (CI)
-    python -m benchmarks --only trainer_throughput,sweep_overhead
+    python -m benchmarks --only trainer_throughput,sweep_overhead   # prints; README untouched
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         outcomes.append(run_benchmark(name, BENCHMARKS[name][1 if args.tiny else 0]))
     total = time.perf_counter() - start
     print(f"== all done in {total:.0f} s", flush=True)
-    if not (args.tiny or args.no_readme):
+    # The figures section holds one complete run: a partial one only prints.
+    if not (args.tiny or args.no_readme) and names == list(BENCHMARKS):
         text = render_figures(machine(), outcomes, total)
         README.write_text(replace_figures(README.read_text(), text))
         print(f"rewrote the figures in {README.relative_to(ROOT)}")

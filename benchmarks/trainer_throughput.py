@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=float, default=5.0)
     parser.add_argument("--every-steps", type=int, default=None, help="default: the trainer's")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="as a trial with resources.cpu 1")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long run (CI)")
     args = parser.parse_args(argv)
