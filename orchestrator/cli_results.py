@@ -115,7 +115,10 @@ def results(
         view, trials = _sweep_and_trials(results_db, sweep)
     records = [_record(t) for t in trials]
     if fmt is OutputFormat.json:
-        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        # Indented for a person at a terminal; compact for a pipe, where the C encoder writes
+        # 10,000 trials in a tenth of the time the indenting pure-Python one takes.
+        indent = 2 if sys.stdout.isatty() else None
+        sys.stdout.write(json.dumps(records, indent=indent) + "\n")
     elif fmt is OutputFormat.csv:
         sys.stdout.write(_to_csv(records))
     else:

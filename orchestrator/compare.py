@@ -50,14 +50,16 @@ def group_by(trials: list[TrialView], path: str, metric: str) -> list[GroupStats
 
 
 def _stats(value: Any, xs: list[float]) -> GroupStats:
-    from scipy import stats
+    # Student's t quantile from scipy.special: importing scipy.stats costs about a second more,
+    # which was most of `compare`'s time on a 10,000-trial sweep.
+    from scipy.special import stdtrit
 
     n = len(xs)
     mean = sum(xs) / n
     if n < 2:
         return GroupStats(value, n, mean, float("nan"), mean, mean)
     std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    half = float(stdtrit(n - 1, 0.975)) * std / math.sqrt(n)
     return GroupStats(value, n, mean, std, mean - half, mean + half)
 
 
