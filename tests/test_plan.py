@@ -137,3 +137,19 @@ def test_sub_config_paths_can_be_swept(write_spec: Callable[..., Path], path: st
     }
     plan = plan_of(write_spec, {"name": "s", "parameters": {path: {"grid": [values[path]]}}})
     assert len(plan.trials) == 1
+
+
+def test_shipped_sweeps_keep_the_trial_keys_of_earlier_versions() -> None:
+    """A new config field with a default must not change the keys of trials that do not use it,
+    or resubmitting a sweep after an upgrade would run every completed trial again. These are
+    the keys the temperature sweep's first trials had before modality-pair presets existed."""
+    sweep = Path(__file__).parents[1] / "sweeps" / "temperature.yaml"
+    keys = [t.key for t in expand(load_spec(sweep)).trials[:3]]
+    assert keys == ["ecb38c65a62649e1", "5cd32805c745c53d", "807d14db6234dd04"]
+
+
+def test_a_preset_is_part_of_the_key_only_when_set(write_spec: Any, tiny_base: Any) -> None:
+    plain = expand(load_spec(write_spec({"name": "p", "base": tiny_base})))
+    assert "pair" not in plain.trials[0].config.model_dump()
+    paired = expand(load_spec(write_spec({"name": "p", "base": {"pair": "vit_bert"}})))
+    assert paired.trials[0].config.model_dump()["pair"] == "vit_bert"

@@ -135,8 +135,12 @@ class TrialConfig(FrozenModel):
     """Everything one trial needs; the content hash of its JSON form is the trial's key."""
 
     seed: int = Field(0, ge=0, description="seed of the data and of the batch order")
+    # Left out of the dumped config while unset, so that the content keys of trials written
+    # before presets existed stay the same, and resubmitting their sweeps runs nothing again.
     pair: PairName | None = Field(
-        None, description="modality-pair preset: sets data.name and both towers' kinds"
+        None,
+        description="modality-pair preset: sets data.name and both towers' kinds",
+        exclude_if=lambda value: value is None,
     )
     data: DataConfig = ShapesDataConfig()
     model: ModelConfig = ModelConfig()
