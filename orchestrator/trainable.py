@@ -121,7 +121,7 @@ def run_trial(
     placement: dict[str, Any] = {
         "node_id": ray.get_runtime_context().get_node_id(),
         "host": socket.gethostname(),
-        "entered_at": entered_at,  # worker clock; with reported_at, for `orchestrator.trace`
+        "entered_at": entered_at,  # worker clock; with reported_at, for GAPSWEEP_TRACE
     }
     checkpoints = TuneCheckpoints(resume.get(key))
     fault = InjectedFault.from_env(key)
