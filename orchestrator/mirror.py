@@ -47,9 +47,24 @@ class MlflowMirror:
     def open_trial(self, key: str) -> None:
         """Make sure the trial has its child run and mark it running."""
         view = self.store.trial(self.sweep, key)
+        existed = view.mlflow_run_id is not None
         run_id = self._run_for(view)
-        if run_id is not None:
-            self._attempt(lambda: self.tracker.client.update_run(run_id, status="RUNNING"))
+        if run_id is None:
+            return
+        if existed:
+            self._catch_up_watermark(view, run_id)
+        self._attempt(lambda: self.tracker.client.update_run(run_id, status="RUNNING"))
+
+    def _catch_up_watermark(self, view: TrialView, run_id: str) -> None:
+        """A driver killed between logging a batch to MLflow and recording that in the store
+        leaves MLflow ahead of the watermark; take MLflow's own last step, so that the retry
+        of the trial does not log those steps a second time."""
+        logged: list[int | None] = []
+        if not self._attempt(lambda: logged.append(self.tracker.last_logged_step(run_id))):
+            return
+        known = -1 if view.mlflow_last_step is None else view.mlflow_last_step
+        if logged[0] is not None and logged[0] > known:
+            self.store.set_mlflow_step(self.sweep, view.key, logged[0])
 
     def push(self, key: str, tags: dict[str, str] | None = None) -> None:
         """Log every stored value of the trial that MLflow does not have yet."""

@@ -111,6 +111,15 @@ class MlflowTracker:
         for start in range(0, len(batch), METRIC_BATCH):
             self.client.log_batch(run_id, metrics=batch[start : start + METRIC_BATCH])
 
+    def last_logged_step(self, run_id: str) -> int | None:
+        """The last step every metric of the run has reached in MLflow (None: none logged)."""
+        names = list(self.client.get_run(run_id).data.metrics)
+        if not names:
+            return None
+        return min(
+            max(m.step for m in self.client.get_metric_history(run_id, name)) for name in names
+        )
+
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
