@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from benchmarks.sweep_overhead import local_services_env
 
 ROOT = Path(__file__).resolve().parents[1]
 ORCHESTRATOR = str(Path(sys.executable).with_name("orchestrator"))
@@ -36,7 +37,6 @@ TINY_BASE: dict[str, Any] = {
     "optim": {"batch_size": 32, "epochs": 1},
     "eval": {"every_steps": 4},
 }
-SERVICE_ENV = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "ORCHESTRATOR_RESULTS_DB")
 
 
 def sweep_spec(concurrent: int, epochs: float | None, tiny: bool) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def time_sweep(concurrent: int, epochs: float | None, tiny: bool) -> dict[str, A
         work = Path(folder)
         spec = sweep_spec(concurrent, epochs, tiny)
         (work / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-        env = {k: v for k, v in os.environ.items() if k not in SERVICE_ENV}
+        env = local_services_env()
         ray_tmp = tempfile.mkdtemp(prefix="gsr-", dir="/tmp")  # a private Ray folder
         env |= {"RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0", "COLUMNS": "160"}
         start = time.perf_counter()

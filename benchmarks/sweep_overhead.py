@@ -58,6 +58,12 @@ TINY: dict[str, Any] = {
 SERVICE_ENV = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "ORCHESTRATOR_RESULTS_DB")
 
 
+def local_services_env() -> dict[str, str]:
+    """This process's environment without service addresses, so every side of a benchmark runs
+    on a local Ray and fresh local stores whatever the caller's shell points at."""
+    return {k: v for k, v in os.environ.items() if k not in SERVICE_ENV}
+
+
 # -- the sides, each run in a process of its own ---------------------------------------------------
 
 
@@ -205,7 +211,7 @@ def side_command(side: str, work: Path, tiny: bool, trials: int) -> list[str]:
 
 
 def side_env(work: Path, ray_tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_ENV}
+    env = local_services_env()
     return {
         **env,
         "PYTHONPATH": str(ROOT),

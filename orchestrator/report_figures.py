@@ -38,7 +38,7 @@ def metric_versus_setting(trials: list[TrialView], metric: str) -> Figure | None
     95% intervals over seeds (gap versus tau, cone cosine versus depth per activation, ...)."""
     done = [t for t in trials if t.status == "completed" and metric in t.metrics]
     settings = settings_of(done)
-    numeric = [p for p in settings if all(_is_number(t.varied.get(p)) for t in done)]
+    numeric = [p for p in settings if all(is_number(t.varied.get(p)) for t in done)]
     if not done or not numeric:
         return None
     x_path = numeric[0]
@@ -173,7 +173,7 @@ def centroid_similarity(embeddings: dict[str, dict[str, np.ndarray]]) -> Figure 
     return fig
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

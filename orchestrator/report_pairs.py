@@ -11,14 +11,20 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from orchestrator.plan import format_value
-from orchestrator.report_figures import SEED_PATHS, draw_modality_map, interval, settings_of
+from orchestrator.report_figures import (
+    SEED_PATHS,
+    draw_modality_map,
+    interval,
+    is_number,
+    settings_of,
+)
 from orchestrator.store.repository import TrialView
 
 
 def categorical_setting(trials: list[TrialView]) -> str | None:
     """The first swept setting whose values are not numbers, such as `pair` or `data.name`."""
     for path in settings_of(trials):
-        if any(not _is_number(t.varied.get(path)) for t in trials):
+        if any(not is_number(t.varied.get(path)) for t in trials):
             return path
     return None
 
@@ -90,7 +96,3 @@ def _label(trial: TrialView, paths: list[str]) -> str:
 
 def _seeds(trial: TrialView) -> tuple[int, ...]:
     return tuple(int(trial.varied.get(p) or 0) for p in SEED_PATHS)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
