@@ -77,3 +77,14 @@ def test_bad_checkpoints_are_clear_errors(config: TrialConfig, tmp_path: Path) -
     wider = config.model_copy(update={"model": config.model.model_copy(update={"embed_dim": 16})})
     with pytest.raises(DataError, match="does not fit"):
         run(wider, MemoryHook(resume_from=hook.saved[2]))
+
+
+def test_a_run_resumed_inside_its_warm_up_continues_exactly(tiny_base: dict[str, Any]) -> None:
+    """The warm-up rate is a function of the step, not scheduler state in the checkpoint."""
+    tiny_base["optim"].update(epochs=3, warmup_steps=8)
+    tiny_base["loss"] = {"temperature": 0.07, "learn_temperature": True, "temperature_lr": 0.05}
+    config = TrialConfig.model_validate(tiny_base)
+    full_hook = MemoryHook()
+    full = run(config, full_hook)
+    resumed = run(config, MemoryHook(resume_from=full_hook.saved[4]))
+    assert resumed == [(step, m) for step, m in full if step > 4]

@@ -107,6 +107,15 @@ class LossConfig(FrozenModel):
     temperature: float = Field(0.07, gt=0.0, le=100.0)
     learn_temperature: bool = False
     min_temperature: float = Field(0.01, gt=0.0, description="clamp of a learned temperature")
+    # Left out of the resolved config while unset, so that the content keys of every trial
+    # written before it existed stay the same.
+    temperature_lr: float | None = Field(
+        None,
+        gt=0.0,
+        le=10.0,
+        exclude_if=lambda value: value is None,
+        description="learning rate of a learned temperature (default: optim.lr)",
+    )
 
     @model_validator(mode="after")
     def _clamp_below_start(self) -> LossConfig:
@@ -114,6 +123,8 @@ class LossConfig(FrozenModel):
             raise ValueError(
                 f"temperature {self.temperature} is below min_temperature {self.min_temperature}"
             )
+        if self.temperature_lr is not None and not self.learn_temperature:
+            raise ValueError("temperature_lr is set but learn_temperature is false")
         return self
 
 
@@ -122,6 +133,12 @@ class OptimConfig(FrozenModel):
     weight_decay: float = Field(0.0, ge=0.0)
     batch_size: int = Field(64, ge=2, le=65536)
     epochs: float = Field(4.0, ge=0.0, le=10_000, description="passes over the training set")
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        exclude_if=lambda value: value == 0,  # as temperature_lr: old trial keys stay the same
+        description="linear warm-up of every learning rate from 0 over the first N steps",
+    )
 
 
 class EvalConfig(FrozenModel):
