@@ -3,6 +3,7 @@ when their trials are run directly (without Ray)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from orchestrator.plan import expand
 from orchestrator.spec import load_spec
 from orchestrator.trainer_registry import TRAINERS
+from trainers.checkpoint import TrainState, save_state
 from trainers.config import TrialConfig
 from trainers.dual_encoder import train_dual_encoder
 from trainers.landscape import LandscapeConfig, run_landscape
@@ -53,3 +55,45 @@ def test_landscape_sweep_shows_the_papers_finding() -> None:
         assert minima[layout, True, 0.01]["min_loss_gap"] > 0.5
         assert minima[layout, False, 0.01]["min_loss_gap"] < 1e-9
         assert minima[layout, True, 1.0]["min_loss_gap"] < 1e-9
+
+
+class _LastState:
+    """Keeps the newest checkpoint on disk, as the orchestrator's hook does through Ray Tune."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def restore(self) -> TrainState | None:
+        return None
+
+    def save(self, state: TrainState) -> None:
+        save_state(state, self.directory)
+
+
+def test_pretrain_then_finetune_grades_the_gap_across_every_temperature(tmp_path: Path) -> None:
+    """Supp. Fig. 8 by the paper's protocol, on the shipped specs (one fine-tuning seed)."""
+    (pretrain,) = expand(load_spec(SWEEPS / "pretrain.yaml")).trials
+    assert isinstance(pretrain.config, TrialConfig)
+    assert pretrain.config.loss.temperature == 0.07 and pretrain.config.loss.learn_temperature
+    temperatures: list[float] = []
+    result = train_dual_encoder(
+        pretrain.config, lambda s, m: temperatures.append(m["temperature"]), _LastState(tmp_path)
+    )
+    assert temperatures[-1] == pytest.approx(0.01)  # learned down to CLIP's clamp
+    assert result.metrics["gap_norm"] > 0.2  # with a gap left to grade
+    gaps = {}
+    for trial in expand(load_spec(SWEEPS / "temperature_finetune.yaml")).trials:
+        if trial.config.seed != 1:
+            continue
+        assert isinstance(trial.config, TrialConfig)
+        init = trial.config.model.init.model_copy(
+            update={"warm_start": None, "checkpoint": str(tmp_path)}
+        )
+        model = trial.config.model.model_copy(update={"init": init})
+        finetuned = train_dual_encoder(
+            trial.config.model_copy(update={"model": model}), lambda s, m: None
+        )
+        gaps[trial.config.loss.temperature] = finetuned.metrics["gap_norm"]
+    in_order = [gaps[t] for t in sorted(gaps)]
+    assert len(in_order) == 6
+    assert all(low > high for low, high in pairwise(in_order))
