@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from trainers.checkpoint import TrainState, save_state
+from trainers.checkpoint import FolderCheckpoints
 from trainers.config import TrialConfig
 from trainers.dual_encoder import load_data, train_dual_encoder
 from trainers.loss import Temperature, contrastive_loss
@@ -53,19 +53,6 @@ TINY: dict[str, Any] = {
     "optim": {"batch_size": 32},
 }
 NEVER = 1_000_000  # an eval interval no run reaches: evaluation at step 0 and the end only
-
-
-class FolderCheckpoints:
-    """Saves each state to a folder, as the orchestrator's hook does before every report."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def restore(self) -> TrainState | None:
-        return None
-
-    def save(self, state: TrainState) -> None:
-        save_state(state, self.folder)
 
 
 def config_for(base: dict[str, Any], epochs: float, every_steps: int) -> TrialConfig:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from trainers.checkpoint import TrainState, save_state
+from trainers.checkpoint import FolderCheckpoints
 from trainers.config import InitConfig, TrialConfig
 from trainers.dual_encoder import train_dual_encoder
 from trainers.errors import DataError
@@ -61,20 +61,12 @@ def test_procrustes_closes_the_gap_at_init(tiny_base: dict[str, Any]) -> None:
 
 
 def test_warm_start_loads_the_towers(tiny_base: dict[str, Any], tmp_path: Path) -> None:
-    states: list[TrainState] = []
-
-    class Keep:
-        def restore(self) -> TrainState | None:
-            return None
-
-        def save(self, state: TrainState) -> None:
-            states.append(copy.deepcopy(state))
-
     trained: list[dict[str, float]] = []
     train_dual_encoder(
-        TrialConfig.model_validate(tiny_base), lambda s, m: trained.append(m), Keep()
+        TrialConfig.model_validate(tiny_base),
+        lambda s, m: trained.append(m),
+        FolderCheckpoints(tmp_path / "ckpt"),
     )
-    save_state(states[-1], tmp_path / "ckpt")
     started = at_init(tiny_base, checkpoint=str(tmp_path / "ckpt"), seed=99)
     assert started["gap_norm"] == pytest.approx(trained[-1]["gap_norm"], abs=1e-5)
 

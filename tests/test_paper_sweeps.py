@@ -11,7 +11,7 @@ import pytest
 from orchestrator.plan import expand
 from orchestrator.spec import load_spec
 from orchestrator.trainer_registry import TRAINERS
-from trainers.checkpoint import TrainState, save_state
+from trainers.checkpoint import FolderCheckpoints
 from trainers.config import TrialConfig
 from trainers.dual_encoder import train_dual_encoder
 from trainers.landscape import LandscapeConfig, run_landscape
@@ -57,19 +57,6 @@ def test_landscape_sweep_shows_the_papers_finding() -> None:
         assert minima[layout, True, 1.0]["min_loss_gap"] < 1e-9
 
 
-class _LastState:
-    """Keeps the newest checkpoint on disk, as the orchestrator's hook does through Ray Tune."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    def restore(self) -> TrainState | None:
-        return None
-
-    def save(self, state: TrainState) -> None:
-        save_state(state, self.directory)
-
-
 def test_pretrain_then_finetune_grades_the_gap_across_every_temperature(tmp_path: Path) -> None:
     """Supp. Fig. 8 by the paper's protocol, on the shipped specs (one fine-tuning seed)."""
     (pretrain,) = expand(load_spec(SWEEPS / "pretrain.yaml")).trials
@@ -77,7 +64,9 @@ def test_pretrain_then_finetune_grades_the_gap_across_every_temperature(tmp_path
     assert pretrain.config.loss.temperature == 0.07 and pretrain.config.loss.learn_temperature
     temperatures: list[float] = []
     result = train_dual_encoder(
-        pretrain.config, lambda s, m: temperatures.append(m["temperature"]), _LastState(tmp_path)
+        pretrain.config,
+        lambda s, m: temperatures.append(m["temperature"]),
+        FolderCheckpoints(tmp_path),
     )
     assert temperatures[-1] == pytest.approx(0.01)  # learned down to CLIP's clamp
     assert result.metrics["gap_norm"] > 0.2  # with a gap left to grade

@@ -53,6 +53,20 @@ class CheckpointHook(Protocol):
     def save(self, state: TrainState) -> None: ...
 
 
+class FolderCheckpoints:
+    """A hook that keeps the newest state in one folder, for running a trainer without the
+    orchestrator; `model.init.checkpoint` can then name that folder to warm-start from it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def restore(self) -> TrainState | None:
+        return None
+
+    def save(self, state: TrainState) -> None:
+        save_state(state, self.folder)
+
+
 def save_state(state: TrainState, directory: Path) -> Path:
     """Write the state into `directory` atomically: a reader never sees half a file."""
     directory.mkdir(parents=True, exist_ok=True)
