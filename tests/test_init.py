@@ -27,7 +27,7 @@ def at_init(base: dict[str, Any], **init: Any) -> dict[str, float]:
 
 @pytest.mark.parametrize("scheme", ["normal", "xavier", "kaiming", "orthogonal"])
 def test_scheme_redraws_linear_weights(scheme: str) -> None:
-    layer = torch.nn.Linear(16, 16)
+    layer = torch.nn.Linear(16, 16).requires_grad_(False)  # plain tensors to read back
     before = layer.weight.clone()
     apply_init(layer, InitConfig(scheme=scheme, std=0.5))  # type: ignore[arg-type]
     assert not torch.equal(before, layer.weight)
