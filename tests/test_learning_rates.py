@@ -41,7 +41,6 @@ def test_the_temperature_learns_at_its_own_rate(tiny_base: dict[str, Any]) -> No
     # over 4 steps, 0.05 moves it by far more than that.
     assert shared[-1] == pytest.approx(0.07, rel=1e-3)
     assert abs(own[-1] - 0.07) > 0.005
-    assert all(t >= 0.01 - 1e-9 for t in own)
 
 
 def test_warm_up_ramps_every_group_linearly(tiny_base: dict[str, Any]) -> None:

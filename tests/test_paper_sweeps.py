@@ -72,9 +72,9 @@ def test_pretrain_then_finetune_grades_the_gap_across_every_temperature(tmp_path
     assert result.metrics["gap_norm"] > 0.2  # with a gap left to grade
     gaps = {}
     for trial in expand(load_spec(SWEEPS / "temperature_finetune.yaml")).trials:
+        assert isinstance(trial.config, TrialConfig)
         if trial.config.seed != 1:
             continue
-        assert isinstance(trial.config, TrialConfig)
         init = trial.config.model.init.model_copy(
             update={"warm_start": None, "checkpoint": str(tmp_path)}
         )

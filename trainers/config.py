@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from trainers.config_base import FrozenModel
+from trainers.config_base import FrozenModel, added_field
 from trainers.config_data import (
     DataConfig,
     DigitsDataConfig,
@@ -107,13 +107,10 @@ class LossConfig(FrozenModel):
     temperature: float = Field(0.07, gt=0.0, le=100.0)
     learn_temperature: bool = False
     min_temperature: float = Field(0.01, gt=0.0, description="clamp of a learned temperature")
-    # Left out of the resolved config while unset, so that the content keys of every trial
-    # written before it existed stay the same.
-    temperature_lr: float | None = Field(
+    temperature_lr: float | None = added_field(
         None,
         gt=0.0,
         le=10.0,
-        exclude_if=lambda value: value is None,
         description="learning rate of a learned temperature (default: optim.lr)",
     )
 
@@ -133,11 +130,8 @@ class OptimConfig(FrozenModel):
     weight_decay: float = Field(0.0, ge=0.0)
     batch_size: int = Field(64, ge=2, le=65536)
     epochs: float = Field(4.0, ge=0.0, le=10_000, description="passes over the training set")
-    warmup_steps: int = Field(
-        0,
-        ge=0,
-        exclude_if=lambda value: value == 0,  # as temperature_lr: old trial keys stay the same
-        description="linear warm-up of every learning rate from 0 over the first N steps",
+    warmup_steps: int = added_field(
+        0, ge=0, description="linear warm-up of every learning rate from 0 over the first N steps"
     )
 
 
@@ -152,12 +146,8 @@ class TrialConfig(FrozenModel):
     """Everything one trial needs; the content hash of its JSON form is the trial's key."""
 
     seed: int = Field(0, ge=0, description="seed of the data and of the batch order")
-    # Left out of the dumped config while unset, so that the content keys of trials written
-    # before presets existed stay the same, and resubmitting their sweeps runs nothing again.
-    pair: PairName | None = Field(
-        None,
-        description="modality-pair preset: sets data.name and both towers' kinds",
-        exclude_if=lambda value: value is None,
+    pair: PairName | None = added_field(
+        None, description="modality-pair preset: sets data.name and both towers' kinds"
     )
     data: DataConfig = ShapesDataConfig()
     model: ModelConfig = ModelConfig()

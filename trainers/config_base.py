@@ -1,4 +1,5 @@
-"""The base of every trial config model, and the helper that builds a name-tagged union.
+"""The base of every trial config model, the helper for fields added later, and the helper
+that builds a name-tagged union.
 
 Datasets and towers are picked by name from static tables (a discriminated union on `name` or
 `kind`), so a spec can only choose among listed classes and never names code to import.
@@ -9,11 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class FrozenModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def added_field(default: Any, **kwargs: Any) -> Any:
+    """A field added after trials were recorded: while it holds its default it is left out of
+    the dumped config, so the content key of every trial that does not use it stays the same and
+    resubmitting an older sweep runs none of its completed trials again."""
+    return Field(default, exclude_if=lambda value: value == default, **kwargs)
 
 
 def tag_or_default(field: str, default: str) -> Callable[[Any], str | None]:
