@@ -99,18 +99,18 @@ def plan(spec: SpecArg, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
         console.print(f"{the_plan.duplicates_dropped} duplicate draws were dropped")
 
 
-def mlflow_runs_page(mlflow_uri: str, experiment_id: str | None) -> str:
+def mlflow_runs_page(mlflow_uri: str, experiment_id: str) -> str:
     """Where to see the sweep's runs. MLflow 3 opens experiments on its GenAI overview unless
     the link asks for the model-training runs table."""
     page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     if mlflow_uri.startswith(("http://", "https://")):
-        return f"{mlflow_uri.rstrip('/')}/{page}" if experiment_id else mlflow_uri
+        return f"{mlflow_uri.rstrip('/')}/{page}"
     ui = (
         "mlflow ui"
         if mlflow_uri == DEFAULT_MLFLOW_URI
         else f"mlflow ui --backend-store-uri {mlflow_uri}"
     )
-    return f"{ui}, then http://127.0.0.1:5000/{page}" if experiment_id else ui
+    return f"{ui}, then http://127.0.0.1:5000/{page}"
 
 
 @app.command()
@@ -230,7 +230,6 @@ def _run(
         try:
             the_plan = resolve_warm_starts(the_plan, store)
             outcome = run_submit(loaded, the_plan, settings, console, store)
-            view = store.get_sweep(spec.name)
         finally:
             store.close()
     rows = [(t.status, t.varied, t.metrics) for t in outcome.trials]
@@ -238,8 +237,7 @@ def _run(
     console.print()
     console.print(summary_table(title, rows, spec.metric.name, spec.metric.mode))
     console.print(f"results: orchestrator results {spec.name}", soft_wrap=True)
-    experiment = view.mlflow_experiment_id if view else None
-    console.print(f"runs: {mlflow_runs_page(mlflow_uri, experiment)}", soft_wrap=True)
+    console.print(f"runs: {mlflow_runs_page(mlflow_uri, outcome.experiment_id)}", soft_wrap=True)
     if outcome.mlflow_behind:
         error(f"MLflow missed some results; run `orchestrator sync {spec.name}` once it is back")
     for t in outcome.failed:

@@ -39,6 +39,9 @@ class MlflowMirror:
         self.warn = warn
         self.down_since: float | None = None
         self.had_outage = False  # some call failed during this run: a final catch-up is due
+        # Trials whose run this mirror made, or whose MLflow history it has checked against the
+        # store's watermark: what it logs to them starts past that watermark.
+        self.verified: set[str] = set()
 
     @property
     def healthy(self) -> bool:
@@ -46,25 +49,9 @@ class MlflowMirror:
 
     def open_trial(self, key: str) -> None:
         """Make sure the trial has its child run and mark it running."""
-        view = self.store.trial(self.sweep, key)
-        existed = view.mlflow_run_id is not None
-        run_id = self._run_for(view)
-        if run_id is None:
-            return
-        if existed:
-            self._catch_up_watermark(view, run_id)
-        self._attempt(lambda: self.tracker.client.update_run(run_id, status="RUNNING"))
-
-    def _catch_up_watermark(self, view: TrialView, run_id: str) -> None:
-        """A driver killed between logging a batch to MLflow and recording that in the store
-        leaves MLflow ahead of the watermark; take MLflow's own last step, so that the retry
-        of the trial does not log those steps a second time."""
-        logged: list[int | None] = []
-        if not self._attempt(lambda: logged.append(self.tracker.last_logged_step(run_id))):
-            return
-        known = -1 if view.mlflow_last_step is None else view.mlflow_last_step
-        if logged[0] is not None and logged[0] > known:
-            self.store.set_mlflow_step(self.sweep, view.key, logged[0])
+        run_id = self._run_for(self.store.trial(self.sweep, key))
+        if run_id is not None:
+            self._attempt(lambda: self.tracker.client.update_run(run_id, status="RUNNING"))
 
     def push(self, key: str, tags: dict[str, str] | None = None) -> None:
         """Log every stored value of the trial that MLflow does not have yet."""
@@ -76,8 +63,29 @@ class MlflowMirror:
         rows = self.store.metrics_after(self.sweep, key, after)
         if tags and not self._attempt(lambda: self.tracker.set_tags(run_id, tags)):
             return
+        if rows and key not in self.verified:
+            rows = self._not_yet_logged(key, run_id, rows)
         if rows and self._attempt(lambda: self.tracker.log_metric_rows(run_id, rows)):
             self.store.set_mlflow_step(self.sweep, key, rows[-1][0])
+
+    def _not_yet_logged(
+        self, key: str, run_id: str, rows: list[tuple[int, str, float]]
+    ) -> list[tuple[int, str, float]]:
+        """The rows past MLflow's own last step, the first time this mirror logs to a run an
+        earlier driver made: one killed between logging a batch and recording that in the store
+        leaves MLflow ahead of the watermark, and those steps must not be logged twice (by a
+        resumed trial or by `orchestrator sync`)."""
+        logged: list[int | None] = []
+        if not self._attempt(lambda: logged.append(self.tracker.last_logged_step(run_id))):
+            return []  # MLflow is down: the next push asks again
+        self.verified.add(key)
+        last = logged[0]
+        if last is None:
+            return rows
+        remaining = [row for row in rows if row[0] > last]
+        if not remaining:  # MLflow has them all: only the watermark was behind
+            self.store.set_mlflow_step(self.sweep, key, rows[-1][0])
+        return remaining
 
     def close_trial(self, key: str) -> None:
         """Catch up, then give the run the status the store has for the trial."""
@@ -132,6 +140,7 @@ class MlflowMirror:
 
         if not self._attempt(create):
             return None
+        self.verified.add(view.key)  # a new run has nothing logged yet
         self.store.set_trial_run_id(self.sweep, view.key, created[0])
         return created[0]
 

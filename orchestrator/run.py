@@ -51,6 +51,7 @@ class SweepOutcome:
     ran: int
     skipped: int
     mlflow_behind: bool
+    experiment_id: str  # the sweep's MLflow experiment, for the link to its runs
 
     @property
     def failed(self) -> list[TrialView]:
@@ -72,16 +73,17 @@ def submit(
 ) -> SweepOutcome:
     spec = plan.spec
     holder = Holder.this_process()
-    with ThreadPoolExecutor(1, thread_name_prefix="gapsweep-mlflow") as pool:
-        # MLflow's start (its import and, for a new SQLite store, its schema migrations) and
-        # Ray's take seconds each and need nothing of each other: MLflow starts in a thread
-        # while Ray starts here (Ray wants the main thread for its signal handler).
-        mlflow = pool.submit(_open_mlflow, settings.mlflow_uri, spec.name)
-        store.acquire_lease(spec.name, holder, LEASE_STALE_AFTER_S)
-        try:
+    # The lease comes first, so that a sweep already being run is refused at once.
+    store.acquire_lease(spec.name, holder, LEASE_STALE_AFTER_S)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="gapsweep-mlflow") as pool:
+            # MLflow's start (its import and, for a new SQLite store, its schema migrations) and
+            # Ray's take seconds each and need nothing of each other: MLflow starts in a thread
+            # while Ray starts here (Ray wants the main thread for its signal handler).
+            mlflow = pool.submit(_open_mlflow, settings.mlflow_uri, spec.name)
             return _submit_holding_lease(loaded, plan, settings, console, store, mlflow, holder)
-        finally:
-            store.release_lease(spec.name, holder)
+    finally:
+        store.release_lease(spec.name, holder)
 
 
 def _open_mlflow(uri: str, sweep: str) -> tuple[MlflowTracker, str]:
@@ -134,6 +136,7 @@ def _submit_holding_lease(
         ran=len(todo),
         skipped=len(plan.trials) - len(todo),
         mlflow_behind=bool(behind) or not mirror.healthy,
+        experiment_id=mirror.experiment_id,
     )
 
 
@@ -309,8 +312,7 @@ def sync_mlflow(
     view = store.get_sweep(sweep)
     if view is None:
         raise InputError(f"no sweep named {sweep!r} in the results store")
-    tracker = MlflowTracker(mlflow_uri)
-    experiment_id = tracker.experiment_for(sweep)
+    tracker, experiment_id = _open_mlflow(mlflow_uri, sweep)
     parent = tracker.start_sweep_run(
         experiment_id, sweep, store.spec_text(sweep), view.mlflow_run_id
     )

@@ -1,0 +1,70 @@
+"""The MLflow mirror on a real SQLite MLflow store and a real SQLite results store.
+
+A driver killed between logging a batch to MLflow and recording that in the store leaves MLflow
+ahead of the store's watermark; neither a resumed trial nor `orchestrator sync` may log those
+steps twice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from orchestrator.mirror import MlflowMirror
+from orchestrator.store.repository import NewTrial, ResultsStore
+from orchestrator.tracking import MlflowTracker
+
+SWEEP, KEY = "mirrored", "k0"
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> tuple[ResultsStore, MlflowTracker]:
+    store = ResultsStore(f"sqlite:///{tmp_path / 'results.db'}")
+    store.upsert_sweep(SWEEP, "dual_encoder", "name: mirrored\n", "hash", ("loss", "min"))
+    store.register_trials(SWEEP, [NewTrial(KEY, "seed=0", 0, {"seed": 0}, {"seed": 0})])
+    store.mark_running(SWEEP, KEY, None, None)
+    for step in (0, 8, 16, 24, 32):
+        store.record_metrics(SWEEP, KEY, step, {"loss": 1.0 / (step + 1), "gap_norm": 0.5})
+    return store, MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def a_mirror(store: ResultsStore, tracker: MlflowTracker) -> MlflowMirror:
+    """A mirror as a (new) driver makes one."""
+    experiment = tracker.experiment_for(SWEEP)
+    parent = tracker.start_sweep_run(experiment, SWEEP, "name: mirrored\n", None)
+    return MlflowMirror(tracker, store, SWEEP, (experiment, parent), lambda message: None)
+
+
+def killed_after_logging(store: ResultsStore, tracker: MlflowTracker) -> str:
+    """All five steps reach MLflow, but the store's watermark stays at step 16."""
+    a_mirror(store, tracker).push(KEY)
+    run_id = store.trial(SWEEP, KEY).mlflow_run_id
+    assert run_id is not None
+    store.set_mlflow_step(SWEEP, KEY, 16)
+    return run_id
+
+
+def logged_steps(tracker: MlflowTracker, run_id: str) -> Counter[int]:
+    return Counter(m.step for m in tracker.client.get_metric_history(run_id, "loss"))
+
+
+def test_a_resumed_trial_takes_mlflows_own_last_step(
+    stores: tuple[ResultsStore, MlflowTracker],
+) -> None:
+    store, tracker = stores
+    run_id = killed_after_logging(store, tracker)
+    store.record_metrics(SWEEP, KEY, 40, {"loss": 0.1, "gap_norm": 0.4})  # the resumed trial
+    mirror = a_mirror(store, tracker)
+    mirror.open_trial(KEY)
+    mirror.push(KEY)
+    assert logged_steps(tracker, run_id) == Counter({0: 1, 8: 1, 16: 1, 24: 1, 32: 1, 40: 1})
+    assert store.trial(SWEEP, KEY).mlflow_last_step == 40
+
+
+def test_sync_takes_mlflows_own_last_step(stores: tuple[ResultsStore, MlflowTracker]) -> None:
+    store, tracker = stores
+    run_id = killed_after_logging(store, tracker)
+    assert a_mirror(store, tracker).sync_all() == 0
+    assert logged_steps(tracker, run_id) == Counter({0: 1, 8: 1, 16: 1, 24: 1, 32: 1})
+    assert store.trial(SWEEP, KEY).mlflow_last_step == 32
