@@ -128,24 +128,31 @@ class MlflowServer:
 
 @contextlib.contextmanager
 def started_mlflow_server(
-    workdir: Path, *, backend_uri: str | None = None, extra_args: Sequence[str] = ()
+    workdir: Path,
+    *,
+    port: int | None = None,
+    backend_uri: str | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[MlflowServer]:
-    """A real `mlflow server` on a free loopback port, yielded as soon as it is started, so that
-    a test can start other services while it comes up (it takes ~20 s). Its store is SQLite in
-    `workdir` unless `backend_uri` names another, its artifacts go to workdir/mlartifacts, and
-    `extra_args` go to its command line. At the end it stops the session the server runs in (it
-    and its workers)."""
-    url, log = f"http://127.0.0.1:{free_port()}", workdir / "mlflow-server.log"
+    """A real `mlflow server` on a loopback port (`port`, else a free one), yielded as soon as it
+    is started, so that a test can start other services while it comes up (it takes ~20 s). Its
+    store is SQLite in `workdir` unless `backend_uri` names another, its artifacts go to
+    workdir/mlartifacts, and `extra_args` go to its command line; started again with the same
+    `workdir` and `port`, it serves the same store at the same URL. Its output is appended to
+    workdir/mlflow-server.log. At the end it stops the session the server runs in (it and its
+    workers)."""
+    port = free_port() if port is None else port
+    url, log = f"http://127.0.0.1:{port}", workdir / "mlflow-server.log"
     artifacts = workdir / "mlartifacts"
     backend = f"sqlite:///{workdir / 'mlflow.db'}" if backend_uri is None else backend_uri
     cmd = [
         str(Path(sys.executable).with_name("mlflow")), "server",
         "--backend-store-uri", backend, "--artifacts-destination", str(artifacts),
-        "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--workers", "1", *extra_args,
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *extra_args,
     ]  # fmt: skip
     # Without its job runner: seven fewer processes (huey consumers) that a test never uses.
     env = cli_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         server = subprocess.Popen(
             cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -161,14 +168,8 @@ def started_mlflow_server(
 
 
 @contextlib.contextmanager
-def mlflow_server(
-    workdir: Path,
-    timeout: float = 120,
-    *,
-    backend_uri: str | None = None,
-    extra_args: Sequence[str] = (),
-) -> Iterator[str]:
+def mlflow_server(workdir: Path) -> Iterator[str]:
     """`started_mlflow_server`, yielding its URL once it answers."""
-    with started_mlflow_server(workdir, backend_uri=backend_uri, extra_args=extra_args) as server:
-        server.wait_until_serving(timeout)
+    with started_mlflow_server(workdir) as server:
+        server.wait_until_serving()
         yield server.url

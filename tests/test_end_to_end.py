@@ -7,34 +7,15 @@ import csv
 import io
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
+from tests.helpers import mlflow_runs
+from tests.helpers import orchestrator as orchestrator  # test_report and test_warm_start use it
+
 pytestmark = pytest.mark.slow
-
-ORCHESTRATOR = str(Path(sys.executable).with_name("orchestrator"))
-
-
-def orchestrator(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ORCHESTRATOR_RESULTS_DB")
-    }
-    return subprocess.run(
-        [ORCHESTRATOR, *args],
-        cwd=cwd,
-        env={**env, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +35,6 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]
     return workdir, result.stdout
 
 
-def mlflow_runs(workdir: Path) -> tuple[Any, list[Any]]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("tiny")
-    assert experiment is not None
-    return client, client.search_runs([experiment.experiment_id])
-
-
 def test_submit_prints_live_and_summary_tables(finished_sweep: tuple[Path, str]) -> None:
     _, out = finished_sweep
     assert "sweep tiny: 4 trials" in out
@@ -77,7 +49,7 @@ def test_mlflow_has_one_parent_and_a_nested_child_per_trial(
     finished_sweep: tuple[Path, str],
 ) -> None:
     workdir, out = finished_sweep
-    client, runs = mlflow_runs(workdir)
+    client, runs = mlflow_runs(f"sqlite:///{workdir / 'mlflow.db'}", "tiny")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 4
@@ -131,7 +103,7 @@ def test_results_json_lists_every_trial(finished_sweep: tuple[Path, str]) -> Non
         assert math.isfinite(record["metrics"]["gap_norm"])
         assert record["host"] and record["node"]
     # Final metrics are the last reported values: equal to MLflow's latest.
-    _, runs = mlflow_runs(workdir)
+    _, runs = mlflow_runs(f"sqlite:///{workdir / 'mlflow.db'}", "tiny")
     by_run = {r.info.run_id: r.data.metrics for r in runs}
     for record in records:
         assert by_run[record["mlflow_run_id"]]["gap_norm"] == pytest.approx(
@@ -159,7 +131,7 @@ def test_resubmitting_runs_nothing_again_and_duplicates_nothing(
     result = orchestrator("submit", "tiny.yaml", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "4 of 4 trials already completed" in result.stdout
-    _, runs = mlflow_runs(workdir)
+    _, runs = mlflow_runs(f"sqlite:///{workdir / 'mlflow.db'}", "tiny")
     assert len(runs) == 5
     records = json.loads(orchestrator("results", "tiny", "--format", "json", cwd=workdir).stdout)
     assert [r["attempts"] for r in records] == [1, 1, 1, 1]

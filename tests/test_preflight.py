@@ -21,13 +21,7 @@ from orchestrator.preflight import (
     results_store_problem,
 )
 from orchestrator.store.testing import POSTGRES_ADMIN_URL
-
-
-def closed_port() -> int:
-    """A loopback port with nothing listening on it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers import free_port
 
 
 @pytest.fixture
@@ -72,7 +66,7 @@ def test_postgresql_results_store_passes() -> None:
 
 
 def test_unreachable_postgresql_is_named_with_its_password_masked() -> None:
-    url = f"postgresql+psycopg://alice:s3cret@127.0.0.1:{closed_port()}/results"
+    url = f"postgresql+psycopg://alice:s3cret@127.0.0.1:{free_port()}/results"
     problem = results_store_problem(url)
     assert problem is not None
     assert problem.startswith("results store postgresql+psycopg://alice:***@127.0.0.1:")
@@ -96,7 +90,7 @@ def test_a_results_url_that_is_no_url_is_bad_input() -> None:
 
 
 def test_mlflow_server_down(unhealthy_http: str) -> None:
-    down = f"http://bob:pw@127.0.0.1:{closed_port()}"
+    down = f"http://bob:pw@127.0.0.1:{free_port()}"
     problem = mlflow_problem(down)
     assert problem is not None and problem.startswith("MLflow tracking server http://bob:***@")
     assert "unreachable" in problem and ":pw@" not in problem
@@ -111,7 +105,7 @@ def test_ray_addresses_that_need_no_check() -> None:
 
 
 def test_ray_address_with_nothing_behind_it() -> None:
-    port = closed_port()
+    port = free_port()
     started = time.monotonic()
     problem = ray_problem(f"127.0.0.1:{port}")
     assert problem is not None and problem.startswith(f"Ray cluster at 127.0.0.1:{port} is unreach")
@@ -130,9 +124,9 @@ def test_ray_address_that_is_not_a_gcs(silent_server: int) -> None:
 
 
 def test_every_unreachable_service_is_named_at_once(tmp_path: Path) -> None:
-    mlflow_uri = f"http://127.0.0.1:{closed_port()}"
-    results_db = f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/results"
-    address = f"127.0.0.1:{closed_port()}"
+    mlflow_uri = f"http://127.0.0.1:{free_port()}"
+    results_db = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/results"
+    address = f"127.0.0.1:{free_port()}"
     with pytest.raises(ServiceError) as info:
         check_services(mlflow_uri, results_db, address)
     lines = str(info.value).splitlines()
