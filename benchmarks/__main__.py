@@ -29,9 +29,9 @@ README = ROOT / "benchmarks" / "README.md"
 # name -> (arguments at full size, arguments at the tiny size)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "trainer_throughput": ([], ["--tiny"]),
-    # At the tiny size the plain loop and the concurrency sweeps are left out, to keep CI under
-    # a few minutes: each Ray start costs 10 to 30 s on 2 loaded cores.
-    "sweep_overhead": ([], ["--tiny", "--sides", "ray_tune,gapsweep"]),
+    # At the tiny size Ray Tune with actor reuse and the concurrency sweeps are left out, to keep
+    # CI under a few minutes: each Ray start costs 10 to 30 s on 2 loaded cores.
+    "sweep_overhead": ([], ["--tiny", "--sides", "sequential,ray_tune,gapsweep"]),
     "scaling": ([], ["--tiny", "--concurrency", ""]),
     "gap_metrics": (["--size", "200000", "--repeat", "3"], ["--size", "20000", "--repeat", "1"]),
     "results_store": ([], ["--trials", "100", "--steps", "5", "--repeats", "1"]),

@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.sweep_overhead import local_services_env
+from benchmarks.sweep_overhead import ORCHESTRATOR, run_cli, run_probe
+from orchestrator.plan import expand
+from orchestrator.spec import load_spec_text
 
 ROOT = Path(__file__).resolve().parents[1]
-ORCHESTRATOR = str(Path(sys.executable).with_name("orchestrator"))
 SPEC = ROOT / "sweeps" / "temperature.yaml"
 TINY_BASE: dict[str, Any] = {
     "data": {"name": "shapes", "n_train": 64, "n_eval": 32, "image_size": 12},
@@ -52,25 +51,14 @@ def sweep_spec(concurrent: int, epochs: float | None, tiny: bool) -> dict[str, A
 
 
 def time_sweep(concurrent: int, epochs: float | None, tiny: bool) -> dict[str, Any]:
+    spec = sweep_spec(concurrent, epochs, tiny)
     with tempfile.TemporaryDirectory(prefix="gapsweep-scaling-") as folder:
         work = Path(folder)
-        spec = sweep_spec(concurrent, epochs, tiny)
-        (work / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-        env = local_services_env()
-        ray_tmp = tempfile.mkdtemp(prefix="gsr-", dir="/tmp")  # a private Ray folder
-        env |= {"RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0", "COLUMNS": "160"}
-        start = time.perf_counter()
-        result = subprocess.run(
-            [ORCHESTRATOR, "submit", "spec.yaml", "--yes"],
-            cwd=work, env=env, capture_output=True, text=True, timeout=1800,
-        )  # fmt: skip
-        wall = time.perf_counter() - start
-        subprocess.run(["rm", "-rf", ray_tmp], check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"sweep failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    trials = len(spec["parameters"]["loss.temperature"]["grid"]) * len(
-        spec["parameters"].get("seed", {"grid": [0]})["grid"]
-    )
+        text = yaml.safe_dump(spec, sort_keys=False)
+        (work / "spec.yaml").write_text(text)
+        trials = len(expand(load_spec_text(text, work / "spec.yaml")).trials)
+        command = [ORCHESTRATOR, "submit", "spec.yaml", "--yes"]
+        _, wall = run_cli("sweep", command, cwd=work, timeout=1800)
     return {
         "table": "concurrency",
         "concurrent_trials": concurrent,
@@ -102,12 +90,7 @@ def time_trial(factor: int, tiny: bool) -> dict[str, Any]:
         "print(json.dumps({'steps': result.steps, 'data_s': data_s,"
         " 'trial_s': time.perf_counter() - start}))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=1800
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-3000:])
-    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    measured = json.loads(run_probe(probe).strip().splitlines()[-1])
     samples = measured["steps"] * base["optim"]["batch_size"]
     return {
         "table": "data",

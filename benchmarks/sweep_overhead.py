@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from orchestrator.trace import TRACE_ENV, Trace
+
 ROOT = Path(__file__).resolve().parents[1]
 ORCHESTRATOR = str(Path(sys.executable).with_name("orchestrator"))
 SIDES = ("sequential", "ray_tune", "ray_tune_reuse", "gapsweep")
@@ -67,36 +69,29 @@ def local_services_env() -> dict[str, str]:
 # -- the sides, each run in a process of its own ---------------------------------------------------
 
 
-def trace_event(trace: Path, key: str, event: str, at: float, **extra: float) -> None:
-    """The same JSON lines as gapsweep's GAPSWEEP_TRACE (orchestrator/recorder.py)."""
-    record = {"key": key, "event": event, "t": at, "recorded": time.time(), **extra}
-    with trace.open("a") as out:
-        out.write(json.dumps(record) + "\n")
-
-
 def side_sequential(work: Path, base: dict[str, Any], trials: int) -> None:
     import mlflow
 
     from trainers.config import TrialConfig
     from trainers.dual_encoder import train_dual_encoder
 
-    trace = work / "trace.jsonl"
+    trace = Trace(work / "trace.jsonl")
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     mlflow.set_experiment("overhead")
     for seed in range(trials):
         key = str(seed)
-        trace_event(trace, key, "start", time.time())
-        trace_event(trace, key, "entered", time.time())
+        trace.event(key, "start", time.time())
+        trace.event(key, "entered", time.time())
         config = TrialConfig.model_validate({**base, "seed": seed})
 
         def report(step: int, metrics: dict[str, float], key: str = key) -> None:
             mlflow.log_metrics(metrics, step=step)
-            trace_event(trace, key, "report", time.time(), step=step)
+            trace.event(key, "report", time.time(), step=step)
 
         with mlflow.start_run(run_name=f"seed={seed}"):
             mlflow.log_params({"seed": seed})
             train_dual_encoder(config, report)
-        trace_event(trace, key, "done", time.time())
+        trace.event(key, "done", time.time())
 
 
 def bare_trainable(tune_config: dict[str, Any], base: dict[str, Any]) -> None:
@@ -132,7 +127,7 @@ def side_ray_tune(work: Path, base: dict[str, Any], trials: int, reuse: bool) ->
                 MLflowLoggerCallback(
                     tracking_uri=f"sqlite:///{work / 'mlflow.db'}", experiment_name="overhead"
                 ),
-                _trace_callback(work / "trace.jsonl"),
+                _trace_callback(Trace(work / "trace.jsonl")),
             ],
         ),
     )
@@ -140,7 +135,7 @@ def side_ray_tune(work: Path, base: dict[str, Any], trials: int, reuse: bool) ->
     ray.shutdown()
 
 
-def _trace_callback(trace: Path) -> Any:
+def _trace_callback(trace: Trace) -> Any:
     """Benchmark instrumentation only: the trial events gapsweep's recorder traces."""
     from ray.tune import Callback
 
@@ -151,20 +146,20 @@ def _trace_callback(trace: Path) -> Any:
         def on_trial_start(
             self, iteration: int, trials: list[Any], trial: Any, **info: Any
         ) -> None:
-            trace_event(trace, trial.trial_id, "start", time.time())
+            trace.event(trial.trial_id, "start", time.time())
 
         def on_trial_result(
             self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
         ) -> None:
             if trial.trial_id not in self.seen:
                 self.seen.add(trial.trial_id)
-                trace_event(trace, trial.trial_id, "entered", result["entered_at"])
-            trace_event(trace, trial.trial_id, "report", result["reported_at"], step=result["step"])
+                trace.event(trial.trial_id, "entered", result["entered_at"])
+            trace.event(trial.trial_id, "report", result["reported_at"], step=result["step"])
 
         def on_trial_complete(
             self, iteration: int, trials: list[Any], trial: Any, **info: Any
         ) -> None:
-            trace_event(trace, trial.trial_id, "done", time.time())
+            trace.event(trial.trial_id, "done", time.time())
 
     return TraceCallback()
 
@@ -210,38 +205,45 @@ def side_command(side: str, work: Path, tiny: bool, trials: int) -> list[str]:
     return command + ["--work", str(work), "--trials", str(trials)] + (["--tiny"] if tiny else [])
 
 
-def side_env(work: Path, ray_tmp: Path) -> dict[str, str]:
-    env = local_services_env()
-    return {
-        **env,
-        "PYTHONPATH": str(ROOT),
-        "RAY_TMPDIR": str(ray_tmp),  # a private Ray folder: other Ray sessions may share /tmp/ray
+def run_cli(
+    label: str, command: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """Run `command` on a local Ray with a private Ray folder (other Ray sessions may share
+    /tmp/ray), removed afterwards whatever happens; `env` adds to `local_services_env()`.
+    Returns (the epoch time it was launched, its wall seconds); raises when it fails."""
+    ray_tmp = tempfile.mkdtemp(prefix="gsr-", dir="/tmp")  # short: Ray's socket paths
+    full_env = {
+        **local_services_env(),
+        "RAY_TMPDIR": ray_tmp,
         "RAY_USAGE_STATS_ENABLED": "0",
-        "GAPSWEEP_TRACE": str(work / "trace.jsonl"),
         "COLUMNS": "160",
+        **(env or {}),
     }
+    try:
+        launched, start = time.time(), time.perf_counter()
+        result = subprocess.run(
+            command, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        )
+        wall = time.perf_counter() - start
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{label} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return launched, wall
 
 
 def run_side(side: str, folder: Path, tiny: bool, trials: int) -> dict[str, Any]:
     work = folder / side
     work.mkdir()
-    ray_tmp = Path(tempfile.mkdtemp(prefix="gsr-", dir="/tmp"))  # short: Ray's socket paths
-    try:
-        launched = time.time()
-        result = subprocess.run(
-            side_command(side, work, tiny, trials),
-            cwd=work,
-            env=side_env(work, ray_tmp),
-            capture_output=True,
-            text=True,
-            timeout=1200,
-        )
-        wall = time.time() - launched
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{side} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return {"side": side, "wall_s": round(wall, 2), **per_trial(work / "trace.jsonl", launched)}
+    trace = work / "trace.jsonl"
+    launched, wall = run_cli(
+        side,
+        side_command(side, work, tiny, trials),
+        cwd=work,
+        timeout=1200,
+        env={"PYTHONPATH": str(ROOT), TRACE_ENV: str(trace)},
+    )
+    return {"side": side, "wall_s": round(wall, 2), **per_trial(trace, launched)}
 
 
 def per_trial(trace: Path, launched: float) -> dict[str, Any]:
@@ -269,6 +271,16 @@ def per_trial(trace: Path, launched: float) -> dict[str, Any]:
     }
 
 
+def run_probe(code: str, timeout: float = 1800) -> str:
+    """What `python -c code` prints, run from the repository in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return out.stdout
+
+
 def trial_compute(base: dict[str, Any]) -> tuple[float, float]:
     """(import seconds in a fresh process, seconds of one trial on one thread after imports)."""
     probe = (
@@ -279,21 +291,21 @@ def trial_compute(base: dict[str, Any]) -> tuple[float, float]:
         "t = time.perf_counter(); train_dual_encoder(config, lambda s, m: None)\n"
         "print(imports, time.perf_counter() - t)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    imports, compute = (float(x) for x in out.stdout.split())
+    imports, compute = (float(x) for x in run_probe(probe).split())
     return imports, compute
 
 
-def summary(records: list[dict[str, Any]], trials: int, slots: int, base: dict[str, Any]) -> Any:
+def summary(
+    records: list[dict[str, Any]], trials: int, slots: int, compute: tuple[float, float]
+) -> Any:
+    """`compute`: trial_compute's (worker imports, one trial's compute) in seconds."""
     wall = {r["side"]: r["wall_s"] for r in records}
-    imports, compute = trial_compute(base)
+    imports, trial_s = compute
     gapsweep = next(r for r in records if r["side"] == "gapsweep")
-    limit = gapsweep["launch_to_first_entered_s"] + imports + trials * compute / slots
+    limit = gapsweep["launch_to_first_entered_s"] + imports + trials * trial_s / slots
     out: dict[str, Any] = {
         "slots": slots,
-        "trial_compute_s": round(compute, 2),
+        "trial_compute_s": round(trial_s, 2),
         "worker_imports_s": round(imports, 2),
         "limit_s": round(limit, 2),
         "gapsweep_vs_limit": round(wall["gapsweep"] / limit, 3),
@@ -323,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             records.append(run_side(side, Path(folder), args.tiny, trials))
             print(json.dumps(records[-1]), flush=True)
     slots = os.cpu_count() or 1
-    print(json.dumps({"summary": summary(records, trials, slots, base)}), flush=True)
+    compute = trial_compute(base)
+    print(json.dumps({"summary": summary(records, trials, slots, compute)}), flush=True)
     return 0
 
 

@@ -8,8 +8,6 @@ truth, and MLflow (through `MlflowMirror`) is brought up to date from it.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,31 +17,9 @@ from ray.tune import Callback
 from orchestrator.mirror import MlflowMirror
 from orchestrator.progress import SweepProgress
 from orchestrator.store.repository import ResultsStore
+from orchestrator.trace import Trace
 from orchestrator.trainable import TERMINAL_ERROR
 from orchestrator.trainer_registry import METRIC_NAMES
-
-TRACE_ENV = "GAPSWEEP_TRACE"
-
-
-class Trace:
-    """When GAPSWEEP_TRACE names a file, each trial's start, reports and end go there as JSON
-    lines with both clocks (the worker's when it reported, the driver's when it was recorded):
-    what benchmarks/sweep_overhead.py reads for the fixed cost of a trial. Unset, nothing is
-    written."""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = Path(path) if path else None
-
-    @classmethod
-    def from_env(cls) -> Trace:
-        return cls(os.environ.get(TRACE_ENV))
-
-    def event(self, key: str, event: str, at: float | None, **extra: float) -> None:
-        if self.path is None or at is None:
-            return
-        record = {"key": key, "event": event, "t": at, "recorded": time.time(), **extra}
-        with self.path.open("a") as out:
-            out.write(json.dumps(record) + "\n")
 
 
 class Recorder(Callback):
