@@ -75,8 +75,8 @@ def side_naive(a: np.ndarray, b: np.ndarray, args: argparse.Namespace) -> None:
 
 def side_blockwise(a: np.ndarray, b: np.ndarray, args: argparse.Namespace) -> None:
     from trainers.gap import stream_gap_metrics
-    from trainers.gap_pairwise import within_modality
-    from trainers.gap_stream import normalised
+    from trainers.gap.pairwise import within_modality
+    from trainers.gap.stream import normalised
 
     n = args.naive_size
     stream_gap_metrics(a[:n], b[:n], chunk_rows=args.chunk_rows).result()

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from trainers.config import LossConfig, ModelConfig, TrialConfig
-from trainers.data_types import InputSpec
+from trainers.data.paired import InputSpec
 from trainers.dual_encoder import (
     build_model,
     make_optimiser,

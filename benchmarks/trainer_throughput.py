@@ -40,7 +40,7 @@ from trainers.checkpoint import FolderCheckpoints
 from trainers.config import TrialConfig
 from trainers.dual_encoder import load_data, train_dual_encoder
 from trainers.loss import Temperature, contrastive_loss
-from trainers.towers import build_towers
+from trainers.towers.registry import build_towers
 
 # The trial of sweeps/temperature.yaml (tau 0.07, seed 0), at the default evaluation interval.
 WORKLOAD: dict[str, Any] = {

@@ -14,7 +14,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from trainers.config import TrialConfig
-from trainers.datasets import make_data
+from trainers.data.registry import make_data
 from trainers.errors import DataError
 
 

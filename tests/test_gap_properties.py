@@ -24,8 +24,8 @@ from trainers.gap import (
     shift_curve,
     shift_pairs,
 )
-from trainers.gap_pairwise import split_pairs
-from trainers.gap_stream import GapAccumulator, normalised
+from trainers.gap.pairwise import split_pairs
+from trainers.gap.stream import GapAccumulator, normalised
 
 F64 = npt.NDArray[np.float64]
 LAMBDAS = (-0.5, 0.0, 0.5)

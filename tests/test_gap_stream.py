@@ -16,7 +16,7 @@ from trainers.gap import (
     gap_report,
     stream_gap_metrics,
 )
-from trainers.gap_stream import GapAccumulator
+from trainers.gap.stream import GapAccumulator
 
 F64 = npt.NDArray[np.float64]
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from trainers.config_graph import GraphTowerConfig, KnowledgeGraphDataConfig
-from trainers.data_graph import (
+from trainers.config.data import KnowledgeGraphDataConfig
+from trainers.config.towers import GraphTowerConfig
+from trainers.data.knowledge_graph import (
     ATTRIBUTES,
     IN,
     OUT,
@@ -20,10 +21,10 @@ from trainers.data_graph import (
     feature_layout,
     make_knowledge_graph,
 )
-from trainers.data_types import InputSpec, PairedData
+from trainers.data.paired import InputSpec, PairedData
 from trainers.errors import DataError
 from trainers.loss import contrastive_loss
-from trainers.towers_graph import GraphTower
+from trainers.towers.graph import GraphTower
 
 TINY: dict[str, Any] = {"n_train": 40, "n_eval": 20, "max_neighbours": 4}
 

@@ -13,7 +13,7 @@ from trainers.checkpoint import FolderCheckpoints
 from trainers.config import InitConfig, TrialConfig
 from trainers.dual_encoder import train_dual_encoder
 from trainers.errors import DataError
-from trainers.towers import apply_init
+from trainers.towers.init import apply_init
 
 
 def at_init(base: dict[str, Any], **init: Any) -> dict[str, float]:

@@ -12,7 +12,7 @@ from orchestrator.plan import expand
 from orchestrator.spec import load_spec
 from tests.helpers import orchestrator
 from trainers.config import TrialConfig
-from trainers.config_pairs import PAIRS
+from trainers.config.pairs import PAIRS
 from trainers.dual_encoder import train_dual_encoder
 
 SWEEP = Path(__file__).parents[1] / "sweeps" / "modalities.yaml"

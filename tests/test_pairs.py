@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from trainers.config import TrialConfig
-from trainers.config_pairs import PAIRS
+from trainers.config.pairs import PAIRS
 
 
 @pytest.mark.parametrize("pair", sorted(PAIRS))

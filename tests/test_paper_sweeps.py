@@ -13,8 +13,9 @@ from orchestrator.spec import load_spec
 from orchestrator.trainer_registry import TRAINERS
 from trainers.checkpoint import FolderCheckpoints
 from trainers.config import TrialConfig
+from trainers.config.landscape import LandscapeConfig
 from trainers.dual_encoder import train_dual_encoder
-from trainers.landscape import LandscapeConfig, run_landscape
+from trainers.landscape import run_landscape
 
 SWEEPS = Path(__file__).parents[1] / "sweeps"
 PAPER_RELU = {1: 0.319, 2: 0.494, 5: 0.754, 10: 0.948}  # Fig. 2b

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,16 @@ def test_shipped_sweeps_keep_the_trial_keys_of_earlier_versions() -> None:
     sweep = Path(__file__).parents[1] / "sweeps" / "temperature.yaml"
     keys = [t.key for t in expand(load_spec(sweep)).trials[:3]]
     assert keys == ["ecb38c65a62649e1", "5cd32805c745c53d", "807d14db6234dd04"]
+
+
+def test_every_shipped_sweep_keeps_every_trial_key() -> None:
+    """tests/sweep_keys.json holds the key of every trial of every shipped spec, in plan order.
+    A change that moves one (a renamed field, a new default) would make a resubmitted sweep run
+    its completed trials again: it needs `added_field`, or a deliberate update of the file."""
+    sweeps = Path(__file__).parents[1] / "sweeps"
+    pinned = json.loads((Path(__file__).with_name("sweep_keys.json")).read_text())
+    current = {p.name: [t.key for t in expand(load_spec(p)).trials] for p in sweeps.glob("*.yaml")}
+    assert current == pinned
 
 
 def test_a_preset_is_part_of_the_key_only_when_set(write_spec: Any, tiny_base: Any) -> None:

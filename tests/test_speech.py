@@ -16,16 +16,17 @@ from pydantic import ValidationError
 from torch import nn
 from torch.nn import functional as F
 
-from trainers.audio_features import log_mel, mel_filter_bank, resample
 from trainers.config import ShapesDataConfig
-from trainers.config_speech import AudioTowerConfig, SpokenCaptionsDataConfig
-from trainers.data import SHAPES, make_shapes
-from trainers.data_speech import make_spoken_captions
-from trainers.data_types import InputSpec, PairedData
+from trainers.config.data import SpokenCaptionsDataConfig
+from trainers.config.towers import AudioTowerConfig
+from trainers.data.audio_features import log_mel, mel_filter_bank, resample
+from trainers.data.paired import InputSpec, PairedData
+from trainers.data.shapes import SHAPES, make_shapes
+from trainers.data.speech_synthesis import cache_folder
+from trainers.data.spoken_captions import make_spoken_captions
 from trainers.errors import DataError
 from trainers.loss import contrastive_loss
-from trainers.speech_synthesis import cache_folder
-from trainers.towers_audio import AudioTower
+from trainers.towers.audio import AudioTower
 
 VOICES = ("en-us", "en-gb+f3")
 TINY: dict[str, Any] = {

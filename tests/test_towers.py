@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from trainers.config import ModelConfig, TrialConfig
-from trainers.data_types import InputSpec
+from trainers.data.paired import InputSpec
 from trainers.errors import DataError
-from trainers.towers import build_tower, build_towers
+from trainers.towers.registry import build_tower, build_towers
 
 IMAGE = InputSpec("image", (3, 8, 8))
 TOKENS = InputSpec("tokens", (6,), vocab_size=20)
@@ -111,7 +111,7 @@ def test_unknown_kind_is_a_validation_error() -> None:
 
 
 def test_pretrained_text_tower_is_frozen_and_trains_its_projection() -> None:
-    from trainers.towers_pretrained import PretrainedTextTower
+    from trainers.towers.pretrained import PretrainedTextTower
 
     config = ModelConfig.model_validate({"text": {"kind": "pretrained_text"}}).text
     tower = PretrainedTextTower(config, 6)  # type: ignore[arg-type]
@@ -132,7 +132,7 @@ def test_pretrained_text_tower_trains_on_shapes(tiny_base: dict[str, Any]) -> No
 
 
 def test_pretrained_text_tower_needs_a_model_folder(tmp_path: Any) -> None:
-    from trainers.towers_pretrained import PretrainedTextTower
+    from trainers.towers.pretrained import PretrainedTextTower
 
     config = ModelConfig.model_validate(
         {"text": {"kind": "pretrained_text", "path": str(tmp_path)}}

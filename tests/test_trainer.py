@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from trainers.config import ShapesDataConfig, TrialConfig
-from trainers.data import SHAPES, make_shapes
+from trainers.data.shapes import SHAPES, make_shapes
 from trainers.dual_encoder import train_dual_encoder
 from trainers.gap import gap_metrics
 

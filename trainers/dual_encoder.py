@@ -14,14 +14,14 @@ from torch import nn
 
 from trainers.checkpoint import CheckpointHook, TrainState
 from trainers.config import PretrainedTextTowerConfig, TrialConfig, steps_for
-from trainers.data_types import InputSpec, PairedData, PairedSplit
-from trainers.datasets import make_data
+from trainers.data.paired import InputSpec, PairedData, PairedSplit
+from trainers.data.registry import make_data
 from trainers.errors import DataError, NonFiniteLossError
 from trainers.evaluate import Embeddings, embed, embed_tokens, evaluate
 from trainers.evaluate_shift import shift_summary, shift_table
-from trainers.init import close_gap_by_procrustes, warm_start
 from trainers.loss import Temperature, contrastive_loss
-from trainers.towers import build_towers
+from trainers.towers.init import close_gap_by_procrustes, warm_start
+from trainers.towers.registry import build_towers
 
 Report = Callable[[int, dict[str, float]], None]
 """Called as report(step, metrics) at step 0 and every `eval.every_steps` steps."""
@@ -103,9 +103,9 @@ def train_dual_encoder(
 def make_optimiser(model: DualModel, config: TrialConfig) -> torch.optim.Optimizer:
     """Adam over both towers and a learned temperature; the temperature has a group of its own
     only when `loss.temperature_lr` gives it its own rate, so older checkpoints still load."""
-    # The fused kernel updates every parameter in one pass: on the CPU a step of the default
-    # towers' Adam drops from 4 ms to under 1 ms (of about 60 ms), and its state_dict is the
-    # same as the default implementation's, so checkpoints of either load into the other.
+    # The fused kernel updates every parameter in one pass (benchmarks/README.md has its cost),
+    # and its state_dict is the same as the default implementation's, so checkpoints of either
+    # load into the other.
     parameters = model.parameters()
     if config.loss.temperature_lr is not None:
         temperature = model.temperature.log_scale
@@ -187,7 +187,7 @@ def load_data(config: TrialConfig) -> PairedData:
     """The trial's data, with captions re-tokenised for a pretrained text tower."""
     data = make_data(config.data, config.seed)
     if isinstance(config.model.text, PretrainedTextTowerConfig):
-        from trainers.towers_pretrained import retokenize
+        from trainers.towers.pretrained import retokenize
 
         data = retokenize(data, config.model.text)
     return data
@@ -251,9 +251,9 @@ def build_model(
 
 
 def _image_layout(tower: nn.Module, spec: InputSpec) -> torch.memory_format:
-    """Channels-last for convolutions on images: oneDNN's convolutions are about twice as fast
-    in that layout on the CPU (the default CNN tower's step 66 -> 55 ms, its forward pass on
-    the eval split 2x), and it is the layout bf16 convolutions on the GPU want too."""
+    """Channels-last for convolutions on images: oneDNN's convolutions are faster in that
+    layout on the CPU (benchmarks/README.md), and it is the layout bf16 convolutions on the GPU
+    want too."""
     convolves = any(isinstance(m, nn.Conv2d) for m in tower.modules())
     if spec.kind == "image" and len(spec.shape) == 3 and convolves:
         return torch.channels_last

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers.data_types import PairedSplit
+from trainers.data.paired import PairedSplit
 from trainers.gap import gap_metrics
 from trainers.loss import contrastive_loss
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from trainers.gap_shift import gap_direction, shift_curve, shift_pairs
+from trainers.gap.shift import gap_direction, shift_curve, shift_pairs
 
 F64 = npt.NDArray[np.float64]
 

@@ -12,34 +12,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
 
-from trainers.config_base import FrozenModel
+from trainers.config.landscape import LandscapeConfig
 
 F64 = npt.NDArray[np.float64]
 Report = Callable[[int, dict[str, float]], None]
 
 # The swapped pairs of the paper's two simulations.
 SWAPS = {"equator": (0, 1), "rings": (3, 8)}
-
-
-class LandscapeConfig(FrozenModel):
-    """One loss-versus-gap curve."""
-
-    layout: Literal["equator", "rings"] = Field(
-        "equator",
-        description="equator: six points 20 degrees apart; rings: nine pairs on rings at ±height",
-    )
-    mismatched: bool = Field(True, description="swap the captions of two pairs")
-    temperature: float = Field(0.01, gt=0.0, le=100.0, description="tau in logits = cos / tau")
-    max_shift: float = Field(3.0, gt=0.0, le=100.0, description="largest λ")
-    shifts: int = Field(61, ge=2, le=10_001, description="λ values from 0 to max_shift")
-    ring_height: float = Field(0.5, gt=0.0, lt=1.0, description="z of the rings (rings only)")
-    seed: int = Field(0, ge=0, description="unused by the simulation; kept for seed sweeps")
 
 
 def image_points(config: LandscapeConfig) -> F64:

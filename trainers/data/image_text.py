@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from trainers.config import ImageTextDataConfig
-from trainers.data_types import InputSpec, PairedData, held_out_order, text_split, token_spec
+from trainers.data.paired import InputSpec, PairedData, held_out_order, text_split, token_spec
+from trainers.data.tokenizer import WordTokenizer
 from trainers.errors import DataError
-from trainers.tokenizer import WordTokenizer
 
 
 def make_image_text(config: ImageTextDataConfig, seed: int) -> PairedData:

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
-from trainers.config_speech import SpokenCaptionsDataConfig
+from trainers.config.data import SpokenCaptionsDataConfig
 from trainers.errors import DataError
 
 PROGRAM = "espeak-ng"
@@ -28,7 +28,7 @@ PROGRAM = "espeak-ng"
 # other options give other audio.
 SYNTH_OPTIONS = ("-z",)
 CLIP_FORMAT = 1  # bump when the synthesis changes, so clips cached before are not reused
-SYNTH_WORKERS = 4  # espeak-ng runs take ~15 ms each; a few at once hide the process start-up
+SYNTH_WORKERS = 4  # espeak-ng runs are short; a few at once hide each one's process start-up
 SYNTH_TIMEOUT_S = 60
 
 

@@ -39,9 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainers.config_graph import KnowledgeGraphDataConfig
-from trainers.data_types import InputSpec, PairedData, text_split, token_spec
-from trainers.tokenizer import WordTokenizer
+from trainers.config.data import KnowledgeGraphDataConfig
+from trainers.data.paired import InputSpec, PairedData, text_split, token_spec
+from trainers.data.tokenizer import WordTokenizer
 
 ENTITY_TYPES = ("person", "city", "company", "river", "university", "band")
 # Dict order is adjective order in descriptions ("a large muddy southern river").

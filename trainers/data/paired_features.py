@@ -1,5 +1,4 @@
-"""Vector data sets: `gaussian` (paired random vectors, for the cone-effect experiments) and
-`paired_features` (the user's own paired arrays from .npy/.npz files)."""
+"""The `paired_features` data set: the user's own paired vectors from .npy/.npz files."""
 
 from __future__ import annotations
 
@@ -9,39 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainers.config import GaussianDataConfig, PairedFeaturesDataConfig
-from trainers.data_types import InputSpec, PairedData, PairedSplit, held_out_order
+from trainers.config import PairedFeaturesDataConfig
+from trainers.data.paired import InputSpec, PairedData, PairedSplit, held_out_order
 from trainers.errors import DataError
-
-
-def make_gaussian(config: GaussianDataConfig, seed: int) -> PairedData:
-    rng = np.random.default_rng([seed, 4])
-    centres = rng.normal(0.0, 1.0, (max(config.classes, 1), config.dim)) * 2.0
-    rho = config.correlation
-
-    def split(n: int, stream: int) -> PairedSplit:
-        r = np.random.default_rng([seed, stream])
-        labels = r.integers(max(config.classes, 1), size=n)
-        a = r.normal(0.0, 1.0, (n, config.dim))
-        if config.classes:
-            a += centres[labels]
-        b = rho * a + np.sqrt(1.0 - rho**2) * r.normal(0.0, 1.0, (n, config.dim))
-        return PairedSplit(
-            a=torch.from_numpy(a.astype(np.float32)),
-            b=torch.from_numpy(b.astype(np.float32)),
-            match_ids=torch.arange(n),
-            labels=torch.from_numpy(labels) if config.classes else None,
-        )
-
-    spec = InputSpec("vector", (config.dim,))
-    return PairedData(
-        train=split(config.n_train, 0),
-        eval=split(config.n_eval, 1),
-        a_input=spec,
-        b_input=spec,
-        class_names=tuple(f"cluster {k}" for k in range(config.classes)),
-        class_inputs=torch.from_numpy(centres.astype(np.float32)) if config.classes else None,
-    )
 
 
 def make_paired_features(config: PairedFeaturesDataConfig, seed: int) -> PairedData:

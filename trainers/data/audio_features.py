@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainers.config_speech import SpokenCaptionsDataConfig, mel_edges_hz
+from trainers.config.data import SpokenCaptionsDataConfig
+from trainers.config.mel import mel_edges_hz
+from trainers.data.speech_synthesis import Clip, clip_path
 from trainers.errors import DataError
-from trainers.speech_synthesis import Clip, clip_path
 
 CHUNK = 128  # pairs per STFT batch: bounds the memory of the noisy waveforms and spectra
 # Fixed (not fitted to the training split, so the eval inputs do not depend on n_train): they

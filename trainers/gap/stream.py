@@ -36,7 +36,7 @@ STREAMING_METRICS: tuple[str, ...] = (
 
 # About 1 MiB of float64 per modality and block: a block stays in the CPU cache while it is
 # normalised and summed, and the Python loop overhead stays small next to the arithmetic
-# (measured on 512-d rows: 128 to 512 rows per block are equally fast, 64 is slower).
+# (benchmarks/gap_metrics.py measures the block sizes).
 _CHUNK_ELEMENTS = 1 << 17
 _SQRT2 = float(np.sqrt(2.0))
 

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from trainers.tokenizer import WordTokenizer
+from trainers.data.tokenizer import WordTokenizer
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The `spoken_captions` data set: the shapes captions spoken by espeak-ng, paired with their text.
 
 Each pair draws a caption as the shapes data set does (shape, colour, size, template), a voice
-and a speed. The clips come from trainers.speech_synthesis (espeak-ng, cached on disk) and their
-log-mel spectrograms from trainers.audio_features. Each split's spectrograms are cached beside
-the clips too (unless data.cache_spectrograms is off), keyed by everything that shapes their
+and a speed. The clips come from speech_synthesis.py (espeak-ng, cached on disk) and their
+log-mel spectrograms from audio_features.py. Each split's spectrograms are cached beside the
+clips too (unless data.cache_spectrograms is off), keyed by everything that shapes their
 values, so a trial with a warm cache reads no audio at all.
 """
 
@@ -18,18 +18,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainers.audio_features import load_clips, noisy_log_mels
-from trainers.config_speech import SpokenCaptionsDataConfig
-from trainers.data import COLOURS, SHAPES, SIZES, TEMPLATES, ZERO_SHOT_TEMPLATE, caption_vocabulary
-from trainers.data_types import InputSpec, PairedData, text_split, token_spec
-from trainers.speech_synthesis import (
+from trainers.config.data import SpokenCaptionsDataConfig
+from trainers.data.audio_features import load_clips, noisy_log_mels
+from trainers.data.paired import InputSpec, PairedData, text_split, token_spec
+from trainers.data.shapes import (
+    COLOURS,
+    SHAPES,
+    SIZES,
+    TEMPLATES,
+    ZERO_SHOT_TEMPLATE,
+    caption_vocabulary,
+)
+from trainers.data.speech_synthesis import (
     CLIP_FORMAT,
     Clip,
     cache_folder,
     ensure_clips,
     save_atomically,
 )
-from trainers.tokenizer import WordTokenizer
+from trainers.data.tokenizer import WordTokenizer
 
 SPECTRA_FORMAT = 1  # bump when the spectrograms change (their code, not their config)
 

@@ -1,5 +1,6 @@
-"""What happens to freshly built towers before training: weights loaded from a saved state (warm
-start), and the paper's closing of the gap at init by an orthogonal Procrustes rotation."""
+"""What happens to freshly built towers before training: weights re-drawn by an init scheme,
+weights loaded from a saved state (warm start), and the paper's closing of the gap at init by
+an orthogonal Procrustes rotation."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from trainers.checkpoint import load_state
 from trainers.config import InitConfig
-from trainers.data_types import PairedSplit
+from trainers.data.paired import PairedSplit
 from trainers.errors import DataError
 from trainers.gap import procrustes_rotation
 
@@ -60,3 +61,36 @@ def close_gap_by_procrustes(image: nn.Module, text: nn.Module, train: PairedSpli
     proj.weight.copy_(rotation.T @ proj.weight)
     if proj.bias is not None:
         proj.bias.copy_(rotation.T @ proj.bias)
+
+
+def fresh_parts(tower: nn.Module) -> list[nn.Module]:
+    """The parts of a tower an init scheme re-draws: all of it, except pretrained weights."""
+    parts = getattr(tower, "fresh_parts", None)
+    return list(parts()) if callable(parts) else [tower]
+
+
+def apply_init(module: nn.Module, init: InitConfig) -> None:
+    """Re-draw the weights of every linear, conv and embedding layer by the chosen scheme."""
+    if init.scheme == "default":
+        return
+    for layer in module.modules():
+        if not isinstance(layer, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Embedding):
+            continue
+        _init_weight(layer.weight, init)
+        bias = getattr(layer, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            if init.scheme == "normal":
+                nn.init.normal_(bias, 0.0, init.std)
+            else:
+                nn.init.zeros_(bias)
+
+
+def _init_weight(weight: torch.Tensor, init: InitConfig) -> None:
+    if init.scheme == "normal":
+        nn.init.normal_(weight, 0.0, init.std)
+    elif init.scheme == "xavier":
+        nn.init.xavier_uniform_(weight)
+    elif init.scheme == "kaiming":
+        nn.init.kaiming_normal_(weight, nonlinearity="relu")
+    elif init.scheme == "orthogonal":
+        nn.init.orthogonal_(weight)

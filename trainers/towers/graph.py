@@ -1,9 +1,9 @@
 """The graph tower: a small message-passing network over one entity's neighbourhood.
 
-It reads the `knowledge_graph` layout (data_graph.py): a (1 + neighbours, F) tensor per entity,
-row 0 the entity, the last column a mask that is 0 for padding rows. It needs nothing else of the
-layout: the relation one-hot is part of each neighbour row, so every message is computed from
-the neighbour's features together with its relation type and direction.
+It reads the `knowledge_graph` layout (trainers/data/knowledge_graph.py): a (1 + neighbours, F)
+tensor per entity, row 0 the entity, the last column a mask that is 0 for padding rows. It needs
+nothing else of the layout: the relation one-hot is part of each neighbour row, so every message
+is computed from the neighbour's features together with its relation type and direction.
 
 Each round, every real neighbour sends the centre a message computed from its own state and the
 centre's; the centre adds an update computed from the masked mean of the messages (a residual
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainers.config_graph import GraphTowerConfig
-from trainers.data_types import InputSpec
+from trainers.config.towers import GraphTowerConfig
+from trainers.data.paired import InputSpec
 from trainers.errors import DataError
 
 

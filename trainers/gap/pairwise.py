@@ -1,6 +1,6 @@
 """Gap metrics that need more than running sums: all pairs within a modality, PCA, a classifier.
 
-Every function takes rows that are already L2-normalised float64 (see `gap_stream.normalised`)
+Every function takes rows that are already L2-normalised float64 (see `stream.normalised`)
 and that fit in memory: callers pass all pairs up to a size and a seeded sample beyond it.
 Pairs are visited in row blocks, so memory stays at one block of similarities, never NxN.
 """
@@ -77,8 +77,8 @@ def principal_axes(z: F64, k: int) -> F64:
 def one_blas_thread() -> AbstractContextManager[object]:
     """Run small dense linear algebra (dxd eigenproblems, SVDs) on one BLAS thread.
 
-    They take tens of milliseconds on one thread, but OpenBLAS's threads made them 10-40x slower
-    whenever the other cores were busy (measured on a 2-core machine).
+    They are small enough for one thread, and OpenBLAS's threads slow them down many times over
+    whenever the other cores are busy (benchmarks/README.md, gap metrics).
     """
     limits: AbstractContextManager[object] = threadpool_limits(1, user_api="blas")
     return limits

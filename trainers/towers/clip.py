@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainers.config_towers import ClipTextTowerConfig, ClipVisionTowerConfig
-from trainers.data_types import InputSpec
+from trainers.config.towers import ClipTextTowerConfig, ClipVisionTowerConfig
+from trainers.data.paired import InputSpec
 from trainers.errors import DataError
 
 

@@ -1,19 +1,20 @@
 """The data sets a trial config may name, by `data.name`: a static table, extended by adding a
-config model to config_data.DataConfig and its maker here."""
+config model to trainers/config/data.py:DataConfig and its maker here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from trainers.config_data import DataConfig
-from trainers.data import make_shapes
-from trainers.data_digits import make_digits
-from trainers.data_graph import make_knowledge_graph
-from trainers.data_image_text import make_image_text
-from trainers.data_speech import make_spoken_captions
-from trainers.data_types import PairedData
-from trainers.data_vectors import make_gaussian, make_paired_features
+from trainers.config.data import DataConfig
+from trainers.data.digits import make_digits
+from trainers.data.gaussian import make_gaussian
+from trainers.data.image_text import make_image_text
+from trainers.data.knowledge_graph import make_knowledge_graph
+from trainers.data.paired import PairedData
+from trainers.data.paired_features import make_paired_features
+from trainers.data.shapes import make_shapes
+from trainers.data.spoken_captions import make_spoken_captions
 
 DATASETS: dict[str, Callable[[Any, int], PairedData]] = {
     "shapes": make_shapes,

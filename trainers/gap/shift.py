@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trainers.errors import DataError
-from trainers.gap_pairwise import one_blas_thread
+from trainers.gap.pairwise import one_blas_thread
 
 F64 = npt.NDArray[np.float64]
 

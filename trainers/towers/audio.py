@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainers.config_speech import AudioTowerConfig
-from trainers.data_types import InputSpec
+from trainers.config.towers import AudioTowerConfig
+from trainers.data.paired import InputSpec
 from trainers.errors import DataError
 
 
