@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from orchestrator.errors import InputError, ServiceError, SweepBusyError
-from orchestrator.store.repository import Holder, NewTrial, ResultsStore, mask_url
-from orchestrator.store.testing import temporary_postgres_database
+from orchestrator.store.engine import mask_url
+from orchestrator.store.lease import Holder
+from orchestrator.store.repository import ResultsStore
+from orchestrator.store.testing import POSTGRES_ADMIN_URL, temporary_postgres_database
+from orchestrator.store.views import NewTrial
 
 
 @pytest.fixture
@@ -246,3 +249,38 @@ def test_two_processes_opening_a_fresh_store_at_once(tmp_path: Path) -> None:
     store = ResultsStore(url)
     assert current_revision(store.engine) == head_revision()
     store.close()
+
+
+def test_a_database_gone_mid_use_is_a_service_error_from_every_method(tmp_path: Path) -> None:
+    """Not only the constructor: a read, a write and the lease of a store whose database was
+    dropped under it (PostgreSQL, connections terminated) each raise ServiceError naming the
+    store by its masked URL, never the driver's own exception."""
+    with temporary_postgres_database() as url:
+        with_password = url.replace("postgres@", "postgres:s3cret@")
+        store = ResultsStore(with_password)
+        add_sweep(store)
+        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+        admin.dispose()
+        calls = {
+            "trials": lambda: store.trials("s"),
+            "record_metrics": lambda: store.record_metrics("s", "k0", 1, {"loss": 0.5}),
+            "acquire_lease": lambda: store.acquire_lease("s", Holder.this_process(), 60.0),
+        }
+        for name, call in calls.items():
+            with pytest.raises(ServiceError) as caught:
+                call()
+            message = str(caught.value)
+            assert "s3cret" not in message and "***" in message, (name, message)
+        store.close()
+
+
+def test_the_store_is_a_context_manager_that_disposes_its_connections(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    with ResultsStore(url) as store:
+        add_sweep(store)
+        assert store.engine.pool.checkedin() == 1  # the connection the calls above returned
+    assert store.engine.pool.checkedin() == 0
+    with ResultsStore(url) as again:
+        assert [t.key for t in again.trials("s")] == ["k0", "k1", "k2"]

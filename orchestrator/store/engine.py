@@ -1,0 +1,75 @@
+"""Engine set-up of the results store: the URL checked and masked, SQLite's pragmas, the schema
+brought to this version's head, and the one place where the database driver's errors become the
+project's `ServiceError` (with the password masked)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+
+from orchestrator.errors import InputError, ServiceError
+from orchestrator.store.revision import HEAD_REVISION, stored_revision
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        engine = create_engine(url)
+    except (ArgumentError, ImportError, ValueError) as exc:
+        raise InputError(f"results store URL {mask_url(url)!r} is not usable: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def bring_schema_to_head(engine: Engine, url: str) -> tuple[str | None, str]:
+    """(revision before, revision after). A store already at head, the usual case, costs one
+    query; Alembic and its migration scripts are loaded only to migrate."""
+    stored = stored_revision(engine)
+    if stored == HEAD_REVISION:
+        return stored, stored
+    from orchestrator.store.schema import upgrade
+
+    return upgrade(engine, mask_url(url))
+
+
+@contextmanager
+def driver_errors(url: str) -> Iterator[None]:
+    """Turn the database driver's errors into ServiceError naming the store by its masked URL.
+
+    An IntegrityError is the caller's to handle (a lease row that already exists), so it passes.
+    """
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except DBAPIError as exc:
+        reason = " ".join(str(exc.orig).split()) or type(exc.orig).__name__
+        raise ServiceError(f"results store {mask_url(url)} failed: {reason}") from None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (`orchestrator results`) run while the sweep writes; the busy timeout
+    # makes a second writer wait instead of failing at once. In WAL mode `synchronous=NORMAL`
+    # syncs the log at checkpoints instead of at every commit: a killed driver loses nothing, a
+    # power cut at most the last commits, which a resumed sweep records again, and the file
+    # stays consistent either way (docs/reliability.md).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
