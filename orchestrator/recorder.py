@@ -1,9 +1,9 @@
 """The one writer: a Ray Tune callback on the driver that records every trial event in the SQL
 results store, mirrors it to MLflow, and feeds the live progress table.
 
-Trials never write to the stores themselves; their results reach the driver through Tune and are
-recorded here once, in the order they arrive. The SQL store is written first: it is the record of
-truth, and MLflow (through `MlflowMirror`) is brought up to date from it.
+Trials never write to the stores themselves; their results (orchestrator/result.py) reach the
+driver through Tune and are recorded here once, in the order they arrive. The SQL store is written
+first: it is the record of truth; then the mirror hands the same values to MLflow.
 """
 
 from __future__ import annotations
@@ -14,17 +14,23 @@ from typing import Any
 
 from ray.tune import Callback
 
-from orchestrator.mirror import MlflowMirror
 from orchestrator.progress import SweepProgress
+from orchestrator.result import TrialResult
 from orchestrator.store.repository import ResultsStore
 from orchestrator.trace import Trace
-from orchestrator.trainable import TERMINAL_ERROR
-from orchestrator.trainer_registry import METRIC_NAMES
+from orchestrator.tracking.mirror import MlflowMirror
 
 
 class Recorder(Callback):
-    def __init__(self, store: ResultsStore, mirror: MlflowMirror, progress: SweepProgress) -> None:
+    def __init__(
+        self,
+        store: ResultsStore,
+        mirror: MlflowMirror,
+        progress: SweepProgress,
+        metric_names: tuple[str, ...],
+    ) -> None:
         self.trace = Trace.from_env()
+        self.metric_names = metric_names  # what the sweep's trainer declares
         self.store = store
         self.mirror = mirror
         self.sweep = mirror.sweep
@@ -55,31 +61,28 @@ class Recorder(Callback):
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
         key = trial.config["trial_key"]
-        if isinstance(result.get(TERMINAL_ERROR), str):
-            self.terminal_errors[key] = result[TERMINAL_ERROR]
+        reported = TrialResult.from_tune(result, self.metric_names)
+        if reported.terminal_error is not None:
+            self.terminal_errors[key] = reported.terminal_error
             return
-        step = int(result["step"])
-        metrics = {
-            name: float(result[name])
-            for name in METRIC_NAMES
-            if isinstance(result.get(name), int | float)
-        }
         first = key not in self.placed
-        tags = None
+        tags = self._place(key, reported) if first else None
+        self.store.record_metrics(
+            self.sweep, key, reported.step, reported.metrics, first_of_attempt=first
+        )
+        self.mirror.push(key, reported.step, reported.metrics, tags)
+        self.last_metrics[key] = reported.metrics
+        self.progress.update(key, step=reported.step, metrics=reported.metrics)
         if first:
-            host, node = result.get("host"), result.get("node_id")
-            resumed = result.get("resumed_from")
-            resumed_from = resumed if isinstance(resumed, int) and resumed >= 0 else None
-            self.store.set_placement(self.sweep, key, host, node, resumed_from)
-            self.placed.add(key)
-            tags = {"gapsweep.host": str(host), "gapsweep.node_id": str(node)}
-        self.store.record_metrics(self.sweep, key, step, metrics, first_of_attempt=first)
-        self.mirror.push(key, tags)
-        self.last_metrics[key] = metrics
-        self.progress.update(key, step=step, metrics=metrics)
-        if first:
-            self.trace.event(key, "entered", _float_or_none(result.get("entered_at")))
-        self.trace.event(key, "report", _float_or_none(result.get("reported_at")), step=step)
+            self.trace.event(key, "entered", reported.placement.entered_at)
+        self.trace.event(key, "report", reported.reported_at, step=reported.step)
+
+    def _place(self, key: str, reported: TrialResult) -> dict[str, str]:
+        """Record where the attempt runs (first result of an attempt); the run's tags."""
+        where = reported.placement
+        self.store.set_placement(self.sweep, key, where.host, where.node_id, reported.resumed_from)
+        self.placed.add(key)
+        return {"gapsweep.host": str(where.host), "gapsweep.node_id": str(where.node_id)}
 
     def on_checkpoint(
         self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any
@@ -105,10 +108,6 @@ class Recorder(Callback):
         self.store.finish_trial(self.sweep, key, "failed", self.last_metrics.get(key), error)
         self.mirror.close_trial(key)
         self.progress.update(key, status="failed")
-
-
-def _float_or_none(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
 
 
 def error_summary(error_file: str | None) -> str:

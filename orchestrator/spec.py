@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from orchestrator.errors import SpecError
-from orchestrator.trainer_registry import METRIC_NAMES, TRAINERS, config_paths
+from orchestrator.trainer_registry import TRAINERS, config_paths
 
 DOMAIN_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
@@ -62,16 +62,10 @@ class Domain(_Frozen):
 
 
 class MetricSpec(_Frozen):
+    """A metric the spec's trainer declares (checked in `load_spec_text`, which knows it)."""
+
     name: str = "loss"
     mode: Literal["min", "max"] = "min"
-
-    @field_validator("name")
-    @classmethod
-    def _known_metric(cls, name: str) -> str:
-        if name not in METRIC_NAMES:
-            hint = _did_you_mean(name, METRIC_NAMES) or f"; known: {', '.join(METRIC_NAMES)}"
-            raise ValueError(f"unknown metric {name!r}{hint}")
-        return name
 
 
 class Resources(_Frozen):
@@ -144,6 +138,9 @@ def load_spec_text(text: str, path: Path) -> LoadedSpec:
             problems += _check_base(trainer, base, path)
         if isinstance(parameters, dict):
             problems += _check_parameter_paths(trainer, [str(p) for p in parameters], path)
+        metric = data.get("metric")
+        if isinstance(metric, dict) and isinstance(metric.get("name"), str):
+            problems += _check_metric(trainer, metric["name"], path)
     if spec is not None:
         problems += _check_search(spec, path)
     if problems or spec is None:
@@ -245,6 +242,14 @@ def _check_parameter_paths(trainer: str, dotted_paths: list[str], path: Path) ->
             hint = _did_you_mean(dotted, sorted(known))
             problems.append(f"{path}: parameters.{dotted}: unknown parameter path{hint}")
     return problems
+
+
+def _check_metric(trainer: str, name: str, path: Path) -> list[str]:
+    declared = TRAINERS[trainer].metrics
+    if name in declared:
+        return []
+    hint = _did_you_mean(name, declared) or f"; {trainer} reports: {', '.join(declared)}"
+    return [f"{path}: metric.name: unknown metric {name!r} for trainer {trainer}{hint}"]
 
 
 def _check_search(spec: SweepSpec, path: Path) -> list[str]:

@@ -19,12 +19,12 @@ from typing import Any
 import ray
 from ray import tune
 
-from orchestrator.trainer_registry import TRAINERS
+from orchestrator.result import Placement, TrialResult, UndeclaredMetricError, check_declared
+from orchestrator.trainer_registry import TRAINERS, TrainerEntry
 from trainers.checkpoint import TrainState, load_state, save_state
 from trainers.errors import NonFiniteLossError
 
 FAULT_ENV = "GAPSWEEP_INJECT_FAULT"
-TERMINAL_ERROR = "terminal_error"  # a result key: the trial ended with an error not worth a retry
 
 
 class TuneCheckpoints:
@@ -59,7 +59,7 @@ class TuneCheckpoints:
         return None
 
     def save(self, state: TrainState) -> None:
-        self._discard()
+        self.discard()
         self.pending = Path(tempfile.mkdtemp(prefix="gapsweep-ckpt-"))
         save_state(state, self.pending)
 
@@ -71,9 +71,9 @@ class TuneCheckpoints:
             # Tune copies the folder into the trial's storage before report returns.
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(self.pending)))
         finally:
-            self._discard()
+            self.discard()
 
-    def _discard(self) -> None:
+    def discard(self) -> None:
         if self.pending is not None:
             shutil.rmtree(self.pending, ignore_errors=True)
             self.pending = None
@@ -85,29 +85,37 @@ class InjectedFault:
 
     `GAPSWEEP_INJECT_FAULT=KEY@STEP` makes the trial whose key starts with KEY (`*`: every
     trial) raise just before reporting STEP, in an attempt that started from scratch, so that
-    its retry resumes from a checkpoint and goes on; `KEY@STEP!` raises in every attempt.
-    Unset, as it is outside tests, nothing happens.
+    its retry resumes from a checkpoint and goes on; `KEY@STEP!` raises in every attempt;
+    `KEY@STEP+NAME` adds a metric NAME (one the trainer does not declare) to that report
+    instead. Unset, as it is outside tests, nothing happens.
     """
 
     key_prefix: str | None = None
     step: int = -1
     every_attempt: bool = False
+    extra_metric: str | None = None
 
     @classmethod
     def from_env(cls, key: str) -> InjectedFault:
         spec = os.environ.get(FAULT_ENV, "")
-        match = re.fullmatch(r"(\*|[0-9a-f]+)@(\d+)(!?)", spec)
+        match = re.fullmatch(r"(\*|[0-9a-f]+)@(\d+)(!?)(?:\+(\w+))?", spec)
         if match is None or not (match[1] == "*" or key.startswith(match[1])):
             return cls()
-        return cls(match[1], int(match[2]), match[3] == "!")
+        return cls(match[1], int(match[2]), match[3] == "!", match[4])
 
     def maybe_raise(self, step: int, resumed: bool) -> None:
         if (
             self.key_prefix is not None
+            and self.extra_metric is None
             and step == self.step
             and (self.every_attempt or not resumed)
         ):
             raise RuntimeError(f"injected fault at step {step}")
+
+    def extra_metrics(self, step: int) -> dict[str, float]:
+        if self.extra_metric is None or step != self.step:
+            return {}
+        return {self.extra_metric: 0.0}
 
 
 def run_trial(
@@ -118,28 +126,53 @@ def run_trial(
     entry = TRAINERS[trainer]
     config = entry.config_model.model_validate_json(configs[key])
     _match_threads_to_cpus()
-    placement: dict[str, Any] = {
-        "node_id": ray.get_runtime_context().get_node_id(),
-        "host": socket.gethostname(),
-        "entered_at": entered_at,  # worker clock; with reported_at, for GAPSWEEP_TRACE
-    }
+    placement = Placement(
+        node_id=ray.get_runtime_context().get_node_id(),
+        host=socket.gethostname(),
+        entered_at=entered_at,
+    )
     checkpoints = TuneCheckpoints(resume.get(key))
-    fault = InjectedFault.from_env(key)
-
-    def report(step: int, metrics: dict[str, float]) -> None:
-        fault.maybe_raise(step, resumed=checkpoints.restored)
-        resumed = {
-            "resumed_from": -1 if checkpoints.restored_step is None else checkpoints.restored_step
-        }
-        timing = {"reported_at": time.time()}
-        checkpoints.report({**metrics, "step": step, **placement, **resumed, **timing})
-
+    report = _Reporter(trainer, entry, placement, checkpoints, InjectedFault.from_env(key))
     try:
         entry.run(config, report, checkpoints)
-    except NonFiniteLossError as exc:
-        # Retrying would diverge the same way: the trial ends here, and the recorder marks it
+    except (NonFiniteLossError, UndeclaredMetricError) as exc:
+        # Retrying would fail the same way: the trial ends here, and the recorder marks it
         # failed with this reason instead of Tune retrying it under max_failures.
-        tune.report({"step": exc.step, **placement, TERMINAL_ERROR: str(exc)})
+        step = exc.step if isinstance(exc, NonFiniteLossError) else report.last_step
+        ended = TrialResult(step, {}, placement, checkpoints.restored_step, terminal_error=str(exc))
+        checkpoints.discard()  # a state saved for the refused report is not one to resume from
+        tune.report(ended.to_tune())
+
+
+class _Reporter:
+    """The `report` callback a trainer gets: checks the names against the trainer's
+    declaration, then sends one TrialResult (with the checkpoint saved just before it)."""
+
+    def __init__(
+        self,
+        trainer: str,
+        entry: TrainerEntry,
+        placement: Placement,
+        checkpoints: TuneCheckpoints,
+        fault: InjectedFault,
+    ) -> None:
+        self.trainer, self.declared = trainer, frozenset(entry.metrics)
+        self.placement, self.checkpoints, self.fault = placement, checkpoints, fault
+        self.last_step = 0
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> None:
+        self.fault.maybe_raise(step, resumed=self.checkpoints.restored)
+        metrics = self.fault.extra_metrics(step) | metrics
+        check_declared(self.trainer, metrics, self.declared)
+        self.last_step = step
+        result = TrialResult(
+            step=step,
+            metrics=metrics,
+            placement=self.placement,
+            resumed_from=self.checkpoints.restored_step,
+            reported_at=time.time(),
+        )
+        self.checkpoints.report(result.to_tune())
 
 
 def _match_threads_to_cpus() -> None:

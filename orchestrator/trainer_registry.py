@@ -1,4 +1,5 @@
-"""The trainers a spec may name, and the metric vocabulary shared by every part of the product.
+"""The trainers a spec may name: each one's config model, the metric names it declares
+(trainers/reports.py) and how a worker runs it.
 
 A static table rather than a plugin mechanism: a spec can only pick a trainer that is listed
 here, so nothing in a spec ever imports or executes arbitrary code.
@@ -12,43 +13,12 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import BaseModel
 
-from trainers.config import TrialConfig
-from trainers.landscape import LandscapeConfig
+from trainers.config import LandscapeConfig, TrialConfig
+from trainers.reports import DUAL_ENCODER_METRICS, LANDSCAPE_METRICS
 
 if TYPE_CHECKING:  # trainers.checkpoint imports torch, which validating a spec does not need
     from trainers.checkpoint import CheckpointHook
 
-METRIC_NAMES = (
-    "loss",
-    "temperature",
-    "gap_norm",
-    "centroid_cosine",
-    "paired_cosine",
-    "paired_distance",
-    "rmg",
-    "cone_cosine_a",
-    "cone_cosine_b",
-    "linear_separability",
-    "alignment",
-    "uniformity_a",
-    "uniformity_b",
-    "zero_shot_acc",
-    "recall_at_1_a2b",
-    "recall_at_1_b2a",
-    "train_loss",
-    # groups of the data (shapes backgrounds): the fairness view of the paper's Table 2
-    "worst_group_acc",
-    "group_acc_spread",
-    # the gap shift of Table 1, evaluated after training (eval.shift_lambdas)
-    "shift_best_lambda",
-    "shift_best_zero_shot_acc",
-    "shift_zero_shot_gain",
-    # the `landscape` trainer (Figure 3): per shift, and where the loss is lowest
-    "shift",
-    "min_loss",
-    "min_loss_gap",
-    "min_loss_shift",
-)
 
 Report = Callable[[int, dict[str, float]], None]
 
@@ -74,12 +44,13 @@ def _run_landscape(
 @dataclass(frozen=True)
 class TrainerEntry:
     config_model: type[BaseModel]
+    metrics: tuple[str, ...]  # every name the trainer may report, and only those
     run: Callable[[BaseModel, Report, CheckpointHook | None], dict[str, float]]
 
 
 TRAINERS: dict[str, TrainerEntry] = {
-    "dual_encoder": TrainerEntry(config_model=TrialConfig, run=_run_dual_encoder),
-    "landscape": TrainerEntry(config_model=LandscapeConfig, run=_run_landscape),
+    "dual_encoder": TrainerEntry(TrialConfig, DUAL_ENCODER_METRICS, _run_dual_encoder),
+    "landscape": TrainerEntry(LandscapeConfig, LANDSCAPE_METRICS, _run_landscape),
 }
 
 

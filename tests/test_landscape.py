@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.report import landscape_figure
-from orchestrator.store.repository import TrialView
-from orchestrator.trainer_registry import METRIC_NAMES
-from trainers.landscape import LandscapeConfig, image_points, run_landscape, text_points
+from orchestrator.report.build import landscape_figure
+from orchestrator.store.views import TrialView
+from trainers.config import LandscapeConfig
+from trainers.landscape import image_points, run_landscape, text_points
+from trainers.reports import LANDSCAPE_METRICS
 
 
 def minimum_gap(**settings: object) -> float:
@@ -37,7 +38,7 @@ def test_reports_each_shift_and_the_minimum_last() -> None:
     run_landscape(LandscapeConfig(shifts=5), lambda s, m: reports.append((s, m)))
     assert [s for s, _ in reports] == [0, 1, 2, 3, 4]
     assert "min_loss_gap" in reports[-1][1] and "min_loss_gap" not in reports[0][1]
-    assert all(name in METRIC_NAMES for _, m in reports for name in m)
+    assert {name for _, m in reports for name in m} == set(LANDSCAPE_METRICS)
 
 
 @pytest.mark.parametrize("layout", ["equator", "rings"])

@@ -1,0 +1,41 @@
+"""The metric names each trainer reports: the one vocabulary of trainer reports, MLflow keys,
+`results` JSON and a spec's `metric`.
+
+A trainer reports exactly the names it declares here, and nothing else: the orchestrator
+records every declared name, fails a trial that reports an undeclared one, and accepts only a
+declared name as a spec's `metric` (docs/architecture.md, "Adding a metric"). Torch-free, so
+that validating a spec does not import torch.
+"""
+
+from __future__ import annotations
+
+from trainers.gap.stream import STREAMING_METRICS
+
+# At step 0 and every eval.every_steps steps, on the held-out split (trainers/evaluate.py).
+DUAL_ENCODER_METRICS: tuple[str, ...] = (
+    "loss",
+    "train_loss",  # mean training loss since the last report; absent at step 0
+    "temperature",
+    *STREAMING_METRICS,
+    "zero_shot_acc",  # where the data has classes
+    "recall_at_1_a2b",
+    "recall_at_1_b2a",
+    # groups of the data (shapes backgrounds): the fairness view of the paper's Table 2
+    "worst_group_acc",
+    "group_acc_spread",
+    # the gap shift of Table 1, evaluated after training (eval.shift_lambdas)
+    "shift_best_lambda",
+    "shift_best_zero_shot_acc",
+    "shift_zero_shot_gain",
+)
+
+# The Figure 3 simulation (trainers/landscape.py): one report per shift, the last with the minimum.
+LANDSCAPE_METRICS: tuple[str, ...] = (
+    "shift",
+    "gap_norm",
+    "loss",
+    "temperature",
+    "min_loss",
+    "min_loss_gap",
+    "min_loss_shift",
+)
