@@ -27,11 +27,12 @@ from pathlib import Path
 
 from sqlalchemy import select, text, update
 
-from orchestrator.cli_results import _record
-from orchestrator.compare import group_by
+from orchestrator.report.compare import group_by
+from orchestrator.report.records import trial_record
 from orchestrator.store.models import TrialRow
-from orchestrator.store.repository import NewTrial, ResultsStore
+from orchestrator.store.repository import ResultsStore
 from orchestrator.store.testing import temporary_postgres_database
+from orchestrator.store.views import NewTrial
 
 METRICS = ("loss", "gap_norm", "centroid_cosine", "paired_cosine", "zero_shot_acc")
 SWEEP = "bench"
@@ -105,7 +106,7 @@ def best_of(repeats: int, action: Callable[[], object]) -> float:
 def query_results(url: str) -> str:
     store = ResultsStore(url)
     try:
-        return json.dumps([_record(t) for t in store.trials(SWEEP)])
+        return json.dumps([trial_record(t) for t in store.trials(SWEEP)])
     finally:
         store.close()
 

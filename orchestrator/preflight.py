@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from orchestrator.errors import InputError, ServiceError
-from orchestrator.store.repository import mask_url
+from orchestrator.store.engine import mask_url
 
 TIMEOUT_S = 5.0
 # Addresses that make `ray.init` start or find a Ray on this machine: nothing remote to check.

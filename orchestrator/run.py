@@ -1,14 +1,13 @@
-"""Running a planned sweep on Ray Tune, with the recorder as the one writer of results."""
+"""Running a planned sweep on Ray Tune under the sweep's lease, with the recorder as the one
+writer of results and the MLflow mirror beside it."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 # Ray Tune reads these when it is imported, so they are set before anything imports it: its
@@ -21,32 +20,27 @@ from ray.tune import Callback
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator.errors import InputError, ServiceError
-from orchestrator.mirror import MlflowMirror
+from orchestrator.errors import ServiceError
 from orchestrator.plan import Plan, Trial
 from orchestrator.progress import SweepProgress
 from orchestrator.recorder import Recorder
-from orchestrator.spec import LoadedSpec
-from orchestrator.store.repository import Holder, NewTrial, ResultsStore, TrialView
-from orchestrator.tracking import MlflowTracker
+from orchestrator.settings import SubmitSettings
+from orchestrator.spec import LoadedSpec, SweepSpec
+from orchestrator.store.lease import Holder
+from orchestrator.store.repository import ResultsStore
+from orchestrator.store.views import NewTrial, TrialView
+from orchestrator.tracking.client import MlflowTracker
+from orchestrator.tracking.mirror import MlflowMirror
+from orchestrator.tracking.sync import finish_parent, open_mlflow
+from orchestrator.trainer_registry import TRAINERS
 
 LEASE_STALE_AFTER_S = 120.0
 HEARTBEAT_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Where things live; the defaults are relative to the working directory (DESIGN.md §4)."""
-
-    mlflow_uri: str = "sqlite:///mlflow.db"
-    results_db: str = "sqlite:///results.db"
-    storage: Path = Path("runs")
-    address: str | None = None
-    rerun_failed: bool = False
-
-
-@dataclass(frozen=True)
 class SweepOutcome:
+    spec: SweepSpec
     trials: list[TrialView]
     ran: int
     skipped: int
@@ -68,8 +62,8 @@ def trials_to_run(plan: Plan, statuses: dict[str, str], rerun_failed: bool) -> l
     return [t for t in plan.trials if statuses.get(t.key, "pending") not in skip]
 
 
-def submit(
-    loaded: LoadedSpec, plan: Plan, settings: Settings, console: Console, store: ResultsStore
+def run_sweep(
+    loaded: LoadedSpec, plan: Plan, settings: SubmitSettings, console: Console, store: ResultsStore
 ) -> SweepOutcome:
     spec = plan.spec
     holder = Holder.this_process()
@@ -80,21 +74,16 @@ def submit(
             # MLflow's start (its import and, for a new SQLite store, its schema migrations) and
             # Ray's take seconds each and need nothing of each other: MLflow starts in a thread
             # while Ray starts here (Ray wants the main thread for its signal handler).
-            mlflow = pool.submit(_open_mlflow, settings.mlflow_uri, spec.name)
+            mlflow = pool.submit(open_mlflow, settings.services.mlflow_uri, spec.name)
             return _submit_holding_lease(loaded, plan, settings, console, store, mlflow, holder)
     finally:
         store.release_lease(spec.name, holder)
 
 
-def _open_mlflow(uri: str, sweep: str) -> tuple[MlflowTracker, str]:
-    tracker = MlflowTracker(uri)
-    return tracker, tracker.experiment_for(sweep)
-
-
 def _submit_holding_lease(
     loaded: LoadedSpec,
     plan: Plan,
-    settings: Settings,
+    settings: SubmitSettings,
     console: Console,
     store: ResultsStore,
     mlflow: Future[tuple[MlflowTracker, str]],
@@ -109,9 +98,9 @@ def _submit_holding_lease(
     try:
         if todo:
             with console.status(
-                "starting Ray..." if settings.address is None else "joining Ray..."
+                "starting Ray..." if settings.services.address is None else "joining Ray..."
             ):
-                _init_ray(settings.address)
+                _init_ray(settings.services.address)
         tracker, experiment_id = mlflow.result()
         parent = tracker.start_sweep_run(experiment_id, spec.name, loaded.text, sweep.mlflow_run_id)
         store.set_sweep_mlflow(spec.name, experiment_id, parent)
@@ -126,12 +115,13 @@ def _submit_holding_lease(
         if todo:
             _run_sweep(plan, statuses, todo, settings, console, store, mirror, holder)
     finally:
-        _shutdown_local_ray(settings.address)
+        _shutdown_local_ray(settings.services.address)
     # Runs that ended while MLflow was away still need their last steps, status and artifacts.
     behind = mirror.sync_all() if mirror.had_outage else 0
     views = store.trials(spec.name)
-    _finish_parent(mirror, parent, views, spec.metric.name, spec.metric.mode)
+    finish_parent(mirror, parent, views, spec.metric.name, spec.metric.mode)
     return SweepOutcome(
+        spec=spec,
         trials=views,
         ran=len(todo),
         skipped=len(plan.trials) - len(todo),
@@ -144,7 +134,7 @@ def _run_sweep(
     plan: Plan,
     statuses: dict[str, str],
     todo: list[Trial],
-    settings: Settings,
+    settings: SubmitSettings,
     console: Console,
     store: ResultsStore,
     mirror: MlflowMirror,
@@ -155,7 +145,8 @@ def _run_sweep(
     try:
         with Live(progress, console=console, refresh_per_second=2, transient=False):
             beat = Heartbeat(store, name, holder)
-            _run_tune(plan, todo, settings, store, Recorder(store, mirror, progress), beat)
+            recorder = Recorder(store, mirror, progress, TRAINERS[plan.spec.trainer].metrics)
+            _run_tune(plan, todo, settings, store, recorder, beat)
     finally:
         # Trials Tune stopped without a verdict (Ctrl-C, driver shutdown) are not left
         # looking as if they were still running.
@@ -207,7 +198,7 @@ def _say_what_is_skipped(
 def _run_tune(
     plan: Plan,
     todo: list[Trial],
-    settings: Settings,
+    settings: SubmitSettings,
     store: ResultsStore,
     recorder: Callback,
     heartbeat: Callback,
@@ -236,7 +227,7 @@ def _run_tune(
         ),
         run_config=tune.RunConfig(
             name=spec.name,
-            storage_path=str(settings.storage.resolve()),
+            storage_path=str(settings.services.storage.resolve()),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             callbacks=[recorder, heartbeat],
             verbose=0,
@@ -285,39 +276,3 @@ def _total_steps(plan: Plan) -> int | None:
     """The step count shown as `step/total`, when every trial has the same one."""
     steps = {getattr(t.config, "total_steps", None) for t in plan.trials}
     return steps.pop() if len(steps) == 1 else None
-
-
-def _finish_parent(
-    mirror: MlflowMirror, run_id: str, views: list[TrialView], metric: str, mode: str
-) -> None:
-    completed = [v for v in views if v.status == "completed" and metric in v.metrics]
-    summary = {
-        "trials_completed": float(len(completed)),
-        "trials_failed": float(sum(v.status == "failed" for v in views)),
-        "trials_stopped": float(sum(v.status == "stopped" for v in views)),
-    }
-    if completed:
-        values = [v.metrics[metric] for v in completed]
-        summary[f"best_{metric}"] = min(values) if mode == "min" else max(values)
-    status = "FAILED" if summary["trials_failed"] else "FINISHED"
-    if summary["trials_stopped"]:
-        status = "KILLED"
-    mirror.finish_parent(run_id, summary, status)
-
-
-def sync_mlflow(
-    store: ResultsStore, sweep: str, mlflow_uri: str, warn: Callable[[str], None]
-) -> int:
-    """Bring MLflow up to date with the store for one sweep; returns trials still behind."""
-    view = store.get_sweep(sweep)
-    if view is None:
-        raise InputError(f"no sweep named {sweep!r} in the results store")
-    tracker, experiment_id = _open_mlflow(mlflow_uri, sweep)
-    parent = tracker.start_sweep_run(
-        experiment_id, sweep, store.spec_text(sweep), view.mlflow_run_id
-    )
-    store.set_sweep_mlflow(sweep, experiment_id, parent)
-    mirror = MlflowMirror(tracker, store, sweep, (experiment_id, parent), warn)
-    behind = mirror.sync_all()
-    _finish_parent(mirror, parent, store.trials(sweep), view.metric_name, view.metric_mode)
-    return behind

@@ -13,7 +13,8 @@ from pydantic import BaseModel
 
 from orchestrator.errors import InputError, SpecError
 from orchestrator.plan import Plan, Trial
-from orchestrator.store.repository import ResultsStore, TrialView
+from orchestrator.store.repository import ResultsStore
+from orchestrator.store.views import TrialView
 
 BEST = "best"
 

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from orchestrator.cli_analyze import analyze
+from orchestrator.cli.analyze import analyze
 from tests.test_gap_metrics import direct_metrics, features_dir
 from trainers.gap import METRIC_NAMES
 

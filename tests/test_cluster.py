@@ -32,8 +32,9 @@ import pytest
 import yaml
 
 from orchestrator.errors import InputError
-from orchestrator.store.repository import ResultsStore, TrialView
+from orchestrator.store.repository import ResultsStore
 from orchestrator.store.testing import temporary_postgres_database
+from orchestrator.store.views import TrialView
 from tests.conftest import TINY_BASE
 from tests.helpers import free_port, started_mlflow_server
 

@@ -16,7 +16,8 @@ import pytest
 
 from orchestrator.plan import expand
 from orchestrator.spec import load_spec
-from orchestrator.store.repository import ResultsStore, TrialView
+from orchestrator.store.repository import ResultsStore
+from orchestrator.store.views import TrialView
 from tests.conftest import TINY_BASE
 from tests.helpers import (
     kill_session,

@@ -2,7 +2,8 @@
 
 A driver killed between logging a batch to MLflow and recording that in the store leaves MLflow
 ahead of the store's watermark; neither a resumed trial nor `orchestrator sync` may log those
-steps twice."""
+steps twice. While MLflow is healthy, the mirror logs what the recorder hands it and reads
+nothing back from the store."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
-from orchestrator.mirror import MlflowMirror
-from orchestrator.store.repository import NewTrial, ResultsStore
-from orchestrator.tracking import MlflowTracker
+from orchestrator.store.repository import ResultsStore
+from orchestrator.store.views import NewTrial
+from orchestrator.tracking.client import MlflowTracker
+from orchestrator.tracking.mirror import MlflowMirror
 
 SWEEP, KEY = "mirrored", "k0"
 
@@ -38,7 +41,7 @@ def a_mirror(store: ResultsStore, tracker: MlflowTracker) -> MlflowMirror:
 
 def killed_after_logging(store: ResultsStore, tracker: MlflowTracker) -> str:
     """All five steps reach MLflow, but the store's watermark stays at step 16."""
-    a_mirror(store, tracker).push(KEY)
+    a_mirror(store, tracker).catch_up(KEY)
     run_id = store.trial(SWEEP, KEY).mlflow_run_id
     assert run_id is not None
     store.set_mlflow_step(SWEEP, KEY, 16)
@@ -57,7 +60,7 @@ def test_a_resumed_trial_takes_mlflows_own_last_step(
     store.record_metrics(SWEEP, KEY, 40, {"loss": 0.1, "gap_norm": 0.4})  # the resumed trial
     mirror = a_mirror(store, tracker)
     mirror.open_trial(KEY)
-    mirror.push(KEY)
+    mirror.push(KEY, 40, {"loss": 0.1, "gap_norm": 0.4})
     assert logged_steps(tracker, run_id) == Counter({0: 1, 8: 1, 16: 1, 24: 1, 32: 1, 40: 1})
     assert store.trial(SWEEP, KEY).mlflow_last_step == 40
 
@@ -68,3 +71,24 @@ def test_sync_takes_mlflows_own_last_step(stores: tuple[ResultsStore, MlflowTrac
     assert a_mirror(store, tracker).sync_all() == 0
     assert logged_steps(tracker, run_id) == Counter({0: 1, 8: 1, 16: 1, 24: 1, 32: 1})
     assert store.trial(SWEEP, KEY).mlflow_last_step == 32
+
+
+def test_a_healthy_mirror_logs_what_it_is_handed_without_reading_the_store(
+    stores: tuple[ResultsStore, MlflowTracker],
+) -> None:
+    store, tracker = stores
+    store.register_trials(SWEEP, [NewTrial("k1", "seed=1", 1, {"seed": 1}, {"seed": 1})])
+    mirror = a_mirror(store, tracker)
+    mirror.open_trial("k1")  # a new run: nothing to catch up
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    for step in (0, 8, 16):
+        metrics = {"loss": 1.0 / (step + 1), "gap_norm": 0.5}
+        store.record_metrics(SWEEP, "k1", step, metrics, first_of_attempt=step == 0)
+        mirror.push("k1", step, metrics)
+    reads = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
+    assert reads == []
+    run_id = store.trial(SWEEP, "k1").mlflow_run_id
+    assert run_id is not None
+    assert logged_steps(tracker, run_id) == Counter({0: 1, 8: 1, 16: 1})
+    assert store.trial(SWEEP, "k1").mlflow_last_step == 16

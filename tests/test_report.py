@@ -9,8 +9,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from orchestrator.cli_report import report
-from orchestrator.report import legend_label
+from orchestrator.cli.report import report
+from orchestrator.report.build import legend_label
 from tests.test_end_to_end import orchestrator
 
 pytestmark = pytest.mark.slow

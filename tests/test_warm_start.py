@@ -12,7 +12,8 @@ import yaml
 from orchestrator.errors import SpecError
 from orchestrator.plan import expand
 from orchestrator.spec import load_spec
-from orchestrator.store.repository import NewTrial, ResultsStore
+from orchestrator.store.repository import ResultsStore
+from orchestrator.store.views import NewTrial
 from orchestrator.warm_start import checkpoint_of, resolve_warm_starts
 from tests.test_end_to_end import orchestrator
 from trainers.config import TrialConfig

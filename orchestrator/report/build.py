@@ -20,16 +20,17 @@ from matplotlib.figure import Figure
 
 from orchestrator.errors import InputError
 from orchestrator.plan import format_value
-from orchestrator.report_figures import (
+from orchestrator.report.figures import (
     Series,
     centroid_similarity,
     metric_versus_setting,
-    modality_map,
     series_per_trial,
     shift_figure,
 )
-from orchestrator.report_pairs import bars_by_category, categorical_setting, maps_by_category
-from orchestrator.store.repository import ResultsStore, SweepView, TrialView
+from orchestrator.report.pairs import bars_by_category, categorical_setting, maps_by_category
+from orchestrator.store.repository import ResultsStore
+from orchestrator.store.views import SweepView, TrialView
+from orchestrator.tracking.artifacts import modality_map
 from trainers.checkpoint import EMBEDDINGS_FILE, load_embeddings
 from trainers.errors import DataError
 
@@ -109,6 +110,18 @@ def collect_figures(
         ("shift", "zero-shot accuracy and loss versus gap shift (Table 1)",
          shift_figure(shift_curves(trials, embeddings)))
     )  # fmt: skip
+    candidates += _category_and_map_figures(trials, embeddings, metric, map_trials)
+    return [ReportFigure(name, title, _png(fig)) for name, title, fig in candidates if fig]
+
+
+def _category_and_map_figures(
+    trials: list[TrialView],
+    embeddings: dict[str, dict[str, np.ndarray]],
+    metric: str,
+    map_trials: list[str],
+) -> list[tuple[str, str, Figure | None]]:
+    """Bars per category of a categorical setting, the 2-D maps, and the cone centroids."""
+    candidates: list[tuple[str, str, Figure | None]] = []
     category = categorical_setting(trials)
     if category is not None:
         for name in dict.fromkeys((metric, "gap_norm")):
@@ -128,7 +141,7 @@ def collect_figures(
             ("cone_centroids", "tower-a cone centroids across trials (Figure 2c)",
              centroid_similarity(embeddings))
         )  # fmt: skip
-    return [ReportFigure(name, title, _png(fig)) for name, title, fig in candidates if fig]
+    return candidates
 
 
 def trial_embeddings(trials: list[TrialView]) -> dict[str, dict[str, np.ndarray]]:
@@ -199,7 +212,7 @@ def legend_label(trial_name: str) -> str:
 
 
 def settings_differ(trials: list[TrialView]) -> bool:
-    from orchestrator.report_figures import settings_of
+    from orchestrator.report.figures import settings_of
 
     return bool(settings_of(trials))
 
@@ -241,14 +254,25 @@ def results_table(trials: list[TrialView]) -> str:
 
 def log_to_mlflow(tracking_uri: str, view: SweepView, pngs: list[Path]) -> bool:
     """Log the PNGs as artifacts of the sweep's parent run; False when it has none."""
-    from orchestrator.tracking import MlflowTracker
+    from orchestrator.tracking.client import MlflowTracker
 
     if view.mlflow_run_id is None:
         return False
-    tracker = MlflowTracker(tracking_uri)
-    for path in pngs:
-        tracker.client.log_artifact(view.mlflow_run_id, str(path), artifact_path="report")
+    MlflowTracker(tracking_uri).log_files(view.mlflow_run_id, pngs, folder="report")
     return True
+
+
+def write_report(
+    sweep: str, out: Path, results_db: str, mlflow_uri: str | None, trials: list[str] | None = None
+) -> tuple[Path, bool]:
+    """Build the report of a stored sweep and log its PNGs to the sweep's MLflow parent run
+    (unless `mlflow_uri` is None); returns the page and whether MLflow got the PNGs."""
+    with ResultsStore.open_existing(results_db) as store:
+        built = build_report(store, sweep, out, trials)
+        view = store.get_sweep(sweep)
+    if view is None or mlflow_uri is None:
+        return built.page, False
+    return built.page, log_to_mlflow(mlflow_uri, view, built.pngs)
 
 
 def _chosen(

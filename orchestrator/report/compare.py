@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestrator.errors import InputError
 from orchestrator.plan import flatten, format_value
-from orchestrator.store.repository import TrialView
+from orchestrator.store.views import TrialView
 
 
 @dataclass(frozen=True)

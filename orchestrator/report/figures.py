@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from orchestrator.plan import format_value
-from orchestrator.store.repository import TrialView
+from orchestrator.store.views import TrialView
 
 SEED_PATHS = ("seed", "model.init.seed")  # repeats, not settings: averaged over in the figures
 Series = Callable[[str, str], list[tuple[int, float]]]  # (trial key, metric) -> (step, value)
@@ -118,42 +118,6 @@ def shift_figure(curves: dict[str, list[dict[str, float]]]) -> Figure | None:
         ax.grid(alpha=0.3)
     acc_ax.legend(fontsize=7)
     return fig
-
-
-def modality_map(embeddings: dict[str, dict[str, np.ndarray]]) -> Figure | None:
-    """Both modalities of each chosen trial in 2-D (their joint first two principal components),
-    with matched pairs joined, as in the paper's Figure 1."""
-    if not embeddings:
-        return None
-    fig = Figure(figsize=(4 * len(embeddings), 4))
-    axes = np.atleast_1d(fig.subplots(1, len(embeddings)))
-    for ax, (name, arrays) in zip(axes, embeddings.items(), strict=True):
-        draw_modality_map(ax, name, arrays)
-    return fig
-
-
-def draw_modality_map(ax: Any, title: str, arrays: dict[str, np.ndarray]) -> None:
-    """One trial's embeddings on `ax`: both towers' points, matched pairs joined, gap vector."""
-    a, b = arrays["a"][:300].astype(np.float64), arrays["b"][:300].astype(np.float64)
-    both = np.concatenate([a, b])
-    centred = both - both.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    xy = centred @ vt[:2].T
-    pa, pb = xy[: len(a)], xy[len(a) :]
-    for i in range(min(len(a), 40)):
-        ax.plot([pa[i, 0], pb[i, 0]], [pa[i, 1], pb[i, 1]], color="grey", lw=0.3)
-    ax.scatter(pa[:, 0], pa[:, 1], s=6, label="tower a", color="tab:red")
-    ax.scatter(pb[:, 0], pb[:, 1], s=6, label="tower b (text)", color="tab:blue")
-    # The gap vector: from the centroid of b to the centroid of a, in the same projection.
-    ca, cb = pa.mean(axis=0), pb.mean(axis=0)
-    ax.annotate(
-        "",
-        xy=(ca[0], ca[1]),
-        xytext=(cb[0], cb[1]),
-        arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.5},
-    )
-    ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=7)
 
 
 def centroid_similarity(embeddings: dict[str, dict[str, np.ndarray]]) -> Figure | None:

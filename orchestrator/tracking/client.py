@@ -1,8 +1,10 @@
-"""MLflow tracking, driver side: one parent run per sweep, one nested child run per trial.
+"""The one owner of MLflow writes: one parent run per sweep, one nested child run per trial.
 
-Uses `MlflowClient` rather than the fluent API so that no global "active run" state is involved
-and several trials' runs can be open at once. Run ids are kept in the results store, so a sweep
-that is submitted again reuses its runs instead of creating duplicates.
+Every call that changes MLflow goes through `MlflowTracker`; the mirror, `sync` and the report
+use it and never touch MLflow's client themselves. It uses `MlflowClient` rather than the fluent
+API so that no global "active run" state is involved and several trials' runs can be open at
+once. Run ids are kept in the results store, so a sweep that is submitted again reuses its runs
+instead of creating duplicates.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ServiceError
-from orchestrator.store.repository import mask_url
+from orchestrator.store.engine import mask_url
 
 PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 METRIC_BATCH = 1000  # and at most 1000 metric values
@@ -125,9 +127,12 @@ class MlflowTracker:
 
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
-    def log_files(self, run_id: str, files: list[Path]) -> None:
+    def log_files(self, run_id: str, files: list[Path], folder: str | None = None) -> None:
         for file in files:
-            self.client.log_artifact(run_id, str(file))
+            self.client.log_artifact(run_id, str(file), artifact_path=folder)
+
+    def mark_running(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
 
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)

@@ -9,14 +9,16 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from orchestrator.errors import GapsweepError, InputError
+from orchestrator.settings import DEFAULT_MLFLOW_URI, DEFAULT_RESULTS_DB, DEFAULT_STORAGE
 
-DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"
-DEFAULT_RESULTS_DB = "sqlite:///results.db"
+__all__ = ["DEFAULT_MLFLOW_URI", "DEFAULT_RESULTS_DB", "DEFAULT_STORAGE"]
 
-console = Console()
-err_console = Console(stderr=True)
+# No emoji codes: a user's ":-1:" (a --shift grid, a file name) must print as typed.
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 SpecArg = Annotated[Path, typer.Argument(help="sweep spec YAML file", show_default=False)]
 SweepArg = Annotated[str, typer.Argument(help="sweep name", show_default=False)]
@@ -29,10 +31,18 @@ ResultsDb = Annotated[
 MlflowUri = Annotated[
     str, typer.Option("--mlflow-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI")
 ]
+Address = Annotated[
+    str | None,
+    typer.Option("--address", envvar="RAY_ADDRESS", help="Ray cluster address; local Ray if unset"),
+]
+Storage = Annotated[Path, typer.Option("--storage", help="Ray Tune storage folder")]
+RerunFailed = Annotated[
+    bool, typer.Option("--rerun-failed", help="also run trials that failed before")
+]
 
 
 def error(message: str) -> None:
-    err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -53,16 +63,3 @@ def exit_codes() -> Iterator[None]:
         for line in str(exc).splitlines():
             error(line)
         raise typer.Exit(1) from None
-
-
-def require_store(url: str) -> None:
-    """Reading from a SQLite store that does not exist would silently create an empty one."""
-    if missing_sqlite_file(url):
-        raise InputError(
-            f"no results store at {url}; run `orchestrator submit SPEC` first or pass --results-db"
-        )
-
-
-def missing_sqlite_file(url: str) -> bool:
-    prefix = "sqlite:///"
-    return url.startswith(prefix) and not Path(url[len(prefix) :]).exists()

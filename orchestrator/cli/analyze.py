@@ -6,11 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from orchestrator.analyze import DEFAULT_SHIFT, AnalyzeRequest, json_text, print_tables, run
-from orchestrator.analyze import sampling_note as _sampling_note
-from orchestrator.errors import InputError
+from orchestrator.analyze.inputs import DEFAULT_SHIFT, AnalyzeRequest
+from orchestrator.cli.common import console, err_console, exit_codes
 from trainers.gap import DEFAULT_MAX_PAIRS, DEFAULT_TEMPERATURE
 
 
@@ -77,18 +75,17 @@ def analyze(
         sample_size=sample_size,
         seed=seed,
     )
-    try:
+    from orchestrator.analyze.measure import run
+    from orchestrator.analyze.output import json_text, print_tables, sampling_note
+
+    with exit_codes():
         analysis = run(request)
-    except InputError as exc:
-        for problem in exc.problems:
-            typer.echo(f"error: {problem}", err=True)
-        raise typer.Exit(2) from None
     if json_output:
-        note = _sampling_note(analysis.report)
+        note = sampling_note(analysis.report)
         if note:
-            typer.echo(f"note: {note}", err=True)  # stdout stays one parseable JSON object
+            err_console.print(f"note: {note}", highlight=False, soft_wrap=True)  # stdout: JSON only
         typer.echo(json_text(analysis.report))
     else:
-        print_tables(analysis, Console())
+        print_tables(analysis, console)
     if plot is not None:
-        typer.echo(f"wrote {plot}", err=json_output)
+        (err_console if json_output else console).print(f"wrote {plot}", highlight=False)

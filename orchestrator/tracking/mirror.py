@@ -1,26 +1,37 @@
 """MLflow as a mirror of the results store.
 
-The SQL store is the record of truth and is always written first; MLflow is brought up to date
-from it: each trial's child run is created (or reused) from its stored row, and the metric
-values past the trial's `mlflow_last_step` watermark are logged in batches. When MLflow fails,
-the sweep goes on; the mirror stays quiet for a while, then tries again and catches up from the
-store, and `orchestrator sync SWEEP` does the same after the fact.
+The SQL store is the record of truth and is always written first. While MLflow is healthy the
+mirror logs exactly what the recorder hands it, one report at a time, and moves the trial's
+`mlflow_last_step` watermark; it reads the store only to catch a trial up: after an outage, for
+a run an earlier driver made (a resumed sweep) and in `orchestrator sync`. When MLflow fails the
+sweep goes on; the mirror stays quiet for a while, then tries again and catches up.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.artifacts import write_trial_artifacts
 from orchestrator.plan import flatten
-from orchestrator.store.repository import ResultsStore, TrialView
-from orchestrator.tracking import MlflowTracker
+from orchestrator.store.repository import ResultsStore
+from orchestrator.store.views import TrialView
+from orchestrator.tracking.artifacts import write_trial_artifacts
+from orchestrator.tracking.client import MlflowTracker
 
 RETRY_AFTER_S = 20.0
 MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
+Rows = list[tuple[int, str, float]]
+
+
+@dataclass
+class _Run:
+    """A trial's MLflow run and the last step MLflow holds of it (-1: none)."""
+
+    run_id: str
+    watermark: int
 
 
 class MlflowMirror:
@@ -39,8 +50,11 @@ class MlflowMirror:
         self.warn = warn
         self.down_since: float | None = None
         self.had_outage = False  # some call failed during this run: a final catch-up is due
-        # Trials whose run this mirror made, or whose MLflow history it has checked against the
-        # store's watermark: what it logs to them starts past that watermark.
+        self.runs: dict[str, _Run] = {}  # trials whose run and watermark this mirror knows
+        # Trials whose MLflow history must be brought up to date from the store first.
+        self.behind: set[str] = set()
+        # Trials whose run this mirror made, or whose MLflow history it has checked against
+        # the store's watermark: what it logs to them starts past that watermark.
         self.verified: set[str] = set()
 
     @property
@@ -49,49 +63,84 @@ class MlflowMirror:
 
     def open_trial(self, key: str) -> None:
         """Make sure the trial has its child run and mark it running."""
-        run_id = self._run_for(self.store.trial(self.sweep, key))
-        if run_id is not None:
-            self._attempt(lambda: self.tracker.client.update_run(run_id, status="RUNNING"))
+        view = self.store.trial(self.sweep, key)
+        run_id = self._run_for(view)
+        if run_id is None:
+            self.behind.add(key)
+            return
+        self.runs[key] = _Run(
+            run_id, -1 if view.mlflow_last_step is None else view.mlflow_last_step
+        )
+        if key not in self.verified or (view.last_step or -1) > self.runs[key].watermark:
+            self.behind.add(key)
+        self._attempt(lambda: self.tracker.mark_running(run_id))
 
-    def push(self, key: str, tags: dict[str, str] | None = None) -> None:
+    def push(
+        self, key: str, step: int, metrics: Mapping[str, float], tags: dict[str, str] | None = None
+    ) -> None:
+        """Log one report the recorder has just stored (and the run's tags, when given)."""
+        run = self.runs.get(key)
+        if run is None or key in self.behind or self._quiet():
+            self.behind.add(key)
+            self.catch_up(key, tags)
+            return
+        if tags and not self._attempt(lambda: self.tracker.set_tags(run.run_id, tags)):
+            self.behind.add(key)
+            return
+        if step <= run.watermark:  # a resumed attempt repeating steps MLflow already holds
+            return
+        rows = [(step, name, value) for name, value in sorted(metrics.items())]
+        if self._attempt(lambda: self.tracker.log_metric_rows(run.run_id, rows)):
+            self._advance(key, run, step)
+        else:
+            self.behind.add(key)
+
+    def catch_up(self, key: str, tags: dict[str, str] | None = None) -> None:
         """Log every stored value of the trial that MLflow does not have yet."""
+        if self._quiet():
+            return
         view = self.store.trial(self.sweep, key)
         run_id = self._run_for(view)
         if run_id is None:
             return
-        after = -1 if view.mlflow_last_step is None else view.mlflow_last_step
-        rows = self.store.metrics_after(self.sweep, key, after)
+        run = self.runs[key] = _run_of(run_id, view)
         if tags and not self._attempt(lambda: self.tracker.set_tags(run_id, tags)):
             return
+        rows = self.store.metrics_after(self.sweep, key, run.watermark)
         if rows and key not in self.verified:
-            rows = self._not_yet_logged(key, run_id, rows)
-        if rows and self._attempt(lambda: self.tracker.log_metric_rows(run_id, rows)):
-            self.store.set_mlflow_step(self.sweep, key, rows[-1][0])
+            rows = self._not_yet_logged(key, run, rows)
+            if key not in self.verified:
+                return  # MLflow is down: the next report tries again
+        if rows and not self._attempt(lambda: self.tracker.log_metric_rows(run_id, rows)):
+            return
+        if rows:
+            self._advance(key, run, rows[-1][0])
+        self.behind.discard(key)
 
-    def _not_yet_logged(
-        self, key: str, run_id: str, rows: list[tuple[int, str, float]]
-    ) -> list[tuple[int, str, float]]:
+    def _not_yet_logged(self, key: str, run: _Run, rows: Rows) -> Rows:
         """The rows past MLflow's own last step, the first time this mirror logs to a run an
         earlier driver made: one killed between logging a batch and recording that in the store
         leaves MLflow ahead of the watermark, and those steps must not be logged twice (by a
         resumed trial or by `orchestrator sync`)."""
         logged: list[int | None] = []
-        if not self._attempt(lambda: logged.append(self.tracker.last_logged_step(run_id))):
-            return []  # MLflow is down: the next push asks again
+        if not self._attempt(lambda: logged.append(self.tracker.last_logged_step(run.run_id))):
+            return []
         self.verified.add(key)
         last = logged[0]
         if last is None:
             return rows
         remaining = [row for row in rows if row[0] > last]
         if not remaining:  # MLflow has them all: only the watermark was behind
-            self.store.set_mlflow_step(self.sweep, key, rows[-1][0])
+            self._advance(key, run, rows[-1][0])
         return remaining
 
     def close_trial(self, key: str) -> None:
         """Catch up, then give the run the status the store has for the trial."""
-        self.push(key)
+        if key in self.behind or key not in self.runs:
+            self.catch_up(key)
         view = self.store.trial(self.sweep, key)
         status = MLFLOW_STATUS.get(view.status)
+        self.runs.pop(key, None)
         if status is None or view.mlflow_run_id is None:
             return
         run_id = view.mlflow_run_id
@@ -109,11 +158,16 @@ class MlflowMirror:
         """Bring every trial of the sweep up to date; returns how many are not (MLflow down)."""
         for view in self.store.trials(self.sweep):
             self.down_since = None  # an explicit sync tries every trial
+            self.behind.add(view.key)
             if view.status in MLFLOW_STATUS:
                 self.close_trial(view.key)
             elif view.status == "running" or view.last_step is not None:
-                self.push(view.key)
+                self.catch_up(view.key)
         return sum(1 for v in self.store.trials(self.sweep) if _behind(v))
+
+    def _advance(self, key: str, run: _Run, step: int) -> None:
+        run.watermark = step
+        self.store.set_mlflow_step(self.sweep, key, step)
 
     def _log_artifacts(self, view: TrialView, run_id: str) -> None:
         with tempfile.TemporaryDirectory(prefix="gapsweep-artifacts-") as folder:
@@ -127,14 +181,10 @@ class MlflowMirror:
         created: list[str] = []
 
         def create() -> None:
+            trial = (view.key, view.name)
             created.append(
                 self.tracker.start_trial_run(
-                    self.experiment_id,
-                    self.parent_run_id,
-                    self.sweep,
-                    (view.key, view.name),
-                    params,
-                    None,
+                    self.experiment_id, self.parent_run_id, self.sweep, trial, params, None
                 )
             )
 
@@ -144,9 +194,13 @@ class MlflowMirror:
         self.store.set_trial_run_id(self.sweep, view.key, created[0])
         return created[0]
 
+    def _quiet(self) -> bool:
+        """MLflow failed a moment ago: wait before calling it again."""
+        return self.down_since is not None and time.monotonic() - self.down_since < RETRY_AFTER_S
+
     def _attempt(self, action: Callable[[], object]) -> bool:
         """Run one MLflow call; False (and quiet for a while) when MLflow fails."""
-        if self.down_since is not None and time.monotonic() - self.down_since < RETRY_AFTER_S:
+        if self._quiet():
             return False
         try:
             action()
@@ -164,6 +218,10 @@ class MlflowMirror:
             self.warn("MLflow is reachable again; catching up from the results store")
             self.down_since = None
         return True
+
+
+def _run_of(run_id: str, view: TrialView) -> _Run:
+    return _Run(run_id, -1 if view.mlflow_last_step is None else view.mlflow_last_step)
 
 
 def _behind(view: TrialView) -> bool:

@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from orchestrator.cli_common import (
+from orchestrator.cli.common import (
     DEFAULT_RESULTS_DB,
     ResultsDb,
     SweepArg,
     console,
     exit_codes,
-    require_store,
 )
-from orchestrator.errors import InputError
-from orchestrator.plan import flatten, format_value
+from orchestrator.plan import format_value
+from orchestrator.report.records import records_csv, trial_record
 
 if TYPE_CHECKING:
-    from orchestrator.store.repository import ResultsStore, SweepView, TrialView
+    from orchestrator.store.views import SweepView, TrialView
 
 STATUSES = ("pending", "running", "completed", "failed", "stopped")
 
@@ -36,33 +33,19 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
-def _open(url: str) -> ResultsStore:
+def _sweep_and_trials(url: str, sweep: str) -> tuple[SweepView, list[TrialView]]:
     from orchestrator.store.repository import ResultsStore
 
-    require_store(url)
-    return ResultsStore(url)
-
-
-def _sweep_and_trials(url: str, sweep: str) -> tuple[SweepView, list[TrialView]]:
-    store = _open(url)
-    try:
-        view = store.get_sweep(sweep)
-        if view is None:
-            known = ", ".join(s.name for s in store.list_sweeps()) or "none yet"
-            raise InputError(f"no sweep named {sweep!r} in the results store (sweeps: {known})")
-        return view, store.trials(sweep)
-    finally:
-        store.close()
+    with ResultsStore.open_existing(url) as store:
+        return store.sweep_and_trials(sweep)
 
 
 def sweeps(results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
     """List the sweeps in the results store with their trials by status."""
-    with exit_codes():
-        store = _open(results_db)
-        try:
-            rows = [(s, store.trials(s.name)) for s in store.list_sweeps()]
-        finally:
-            store.close()
+    from orchestrator.store.repository import ResultsStore
+
+    with exit_codes(), ResultsStore.open_existing(results_db) as store:
+        rows = [(s, store.trials(s.name)) for s in store.list_sweeps()]
     table = Table(title=f"{len(rows)} sweeps", title_justify="left")
     for column in ("sweep", "created", "trials", *STATUSES):
         table.add_column(column, justify="left" if column in ("sweep", "created") else "right")
@@ -113,14 +96,14 @@ def results(
 
     with exit_codes():
         view, trials = _sweep_and_trials(results_db, sweep)
-    records = [_record(t) for t in trials]
+    records = [trial_record(t) for t in trials]
     if fmt is OutputFormat.json:
         # Indented for a person at a terminal; compact for a pipe, where the C encoder writes
         # 10,000 trials in a tenth of the time the indenting pure-Python one takes.
         indent = 2 if sys.stdout.isatty() else None
         sys.stdout.write(json.dumps(records, indent=indent) + "\n")
     elif fmt is OutputFormat.csv:
-        sys.stdout.write(_to_csv(records))
+        sys.stdout.write(records_csv(records))
     else:
         name = metric or view.metric_name
         mode = view.metric_mode if name == view.metric_name else _mode_of(name)
@@ -138,7 +121,7 @@ def compare(
     results_db: ResultsDb = DEFAULT_RESULTS_DB,
 ) -> None:
     """Group trials by one setting: mean, std and 95% interval of a metric over the others."""
-    from orchestrator.compare import group_by, plot_groups
+    from orchestrator.report.compare import group_by, plot_groups
 
     with exit_codes():
         view, trials = _sweep_and_trials(results_db, sweep)
@@ -158,41 +141,6 @@ def compare(
     console.print(table)
     if plot is not None:
         console.print(f"wrote {plot_groups(groups, by, name, sweep, plot)}")
-
-
-def _record(t: TrialView) -> dict[str, Any]:
-    return {
-        "key": t.key,
-        "name": t.name,
-        "status": t.status,
-        "attempts": t.attempts,
-        "resumed_from_step": t.resumed_from_step,
-        "params": flatten(t.config),
-        "metrics": t.metrics,
-        "error": t.error,
-        "host": t.host,
-        "node": t.node_id,
-        "mlflow_run_id": t.mlflow_run_id,
-    }
-
-
-def _to_csv(records: list[dict[str, Any]]) -> str:
-    params = sorted({p for r in records for p in r["params"]})
-    metrics = sorted({m for r in records for m in r["metrics"]})
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["key", "name", "status", *params, *metrics])
-    for r in records:
-        writer.writerow(
-            [
-                r["key"],
-                r["name"],
-                r["status"],
-                *(format_value(r["params"].get(p, "")) for p in params),
-                *(r["metrics"].get(m, "") for m in metrics),
-            ]
-        )
-    return out.getvalue()
 
 
 def _mode_of(metric: str) -> str:

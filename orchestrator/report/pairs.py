@@ -11,14 +11,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from orchestrator.plan import format_value
-from orchestrator.report_figures import (
+from orchestrator.report.figures import (
     SEED_PATHS,
-    draw_modality_map,
     interval,
     is_number,
     settings_of,
 )
-from orchestrator.store.repository import TrialView
+from orchestrator.store.views import TrialView
+from orchestrator.tracking.artifacts import draw_modality_map
 
 
 def categorical_setting(trials: list[TrialView]) -> str | None:

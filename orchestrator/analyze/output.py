@@ -1,0 +1,178 @@
+"""What `orchestrator analyze` shows: tables at a terminal, one JSON object for a pipe, and a
+Figure-1-style picture (both modalities in 2-D with the gap vector, beside the shift curve)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from orchestrator.analyze.inputs import PairedEmbeddings
+from orchestrator.errors import InputError
+from trainers.gap import METRIC_NAMES, SAMPLED_METRICS, GapReport
+from trainers.gap.pairwise import principal_axes
+
+
+@dataclass(frozen=True)
+class Analysis:
+    data: PairedEmbeddings
+    report: GapReport
+
+
+def json_text(report: GapReport) -> str:
+    """One JSON object: exactly the metric names, then `shift`; NaN becomes null."""
+    return json.dumps(_finite_or_none(report.to_json_dict()), indent=2)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def sampling_note(report: GapReport) -> str | None:
+    if not report.sampled:
+        return None
+    return (
+        f"{', '.join(SAMPLED_METRICS)} and the shift curve are computed on a seeded sample of "
+        f"{report.sample_size:,} of {report.n_pairs:,} pairs (--sample-size, --seed); "
+        "the other metrics on all pairs"
+    )
+
+
+_MEANING = {
+    "gap_norm": "|centroid {a} - centroid {b}|",
+    "centroid_cosine": "cosine of the two centroids",
+    "paired_cosine": "mean cosine of matched pairs",
+    "paired_distance": "mean |{a}_i - {b}_i|",
+    "rmg": "relative modality gap (Schrodi et al.)",
+    "cone_cosine_a": "mean pairwise cosine within {a}",
+    "cone_cosine_b": "mean pairwise cosine within {b}",
+    "cone_min_cosine_a": "minimum pairwise cosine within {a}",
+    "cone_min_cosine_b": "minimum pairwise cosine within {b}",
+    "linear_separability": "held-out accuracy telling {a} from {b}",
+    "alignment": "mean |{a}_i - {b}_i|^2",
+    "uniformity_a": "log mean exp(-2|u-v|^2) within {a}",
+    "uniformity_b": "log mean exp(-2|u-v|^2) within {b}",
+    "pc1_variance_ratio": "variance share of the first principal axis",
+}
+
+
+def print_tables(analysis: Analysis, console: Console) -> None:
+    report = analysis.report
+    name_a, name_b = (escape(name) for name in analysis.data.names)  # "[x]" is not Rich markup
+    title = f"Modality gap: {name_a} vs {name_b} ({report.n_pairs:,} pairs, {report.dim}-d)"
+    table = Table(title=title, caption=sampling_note(report))
+    for column in ("metric", "value", "meaning"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for name in METRIC_NAMES:
+        marker = " *" if report.sampled and name in SAMPLED_METRICS else ""
+        meaning = _MEANING[name].format(a=name_a, b=name_b)
+        table.add_row(name, f"{report.metrics[name]:.4f}{marker}", meaning)
+    console.print(table)
+    console.print(_shift_table(analysis))
+
+
+def _shift_table(analysis: Analysis) -> Table:
+    name_a, name_b = (escape(name) for name in analysis.data.names)
+    table = Table(title=f"Gap shift: {name_a} by -λ/2·g, {name_b} by +λ/2·g, renormalised")
+    columns = ["λ", "gap_norm", "loss", f"R@1 {name_a}→{name_b}", f"R@1 {name_b}→{name_a}"]
+    with_labels = analysis.data.labels is not None
+    for column in [*columns, "zero-shot acc"] if with_labels else columns:
+        table.add_column(column, justify="right")
+    for point in analysis.report.shift:
+        cells = [
+            point.lam,
+            point.gap_norm,
+            point.loss,
+            point.recall_at_1_a2b,
+            point.recall_at_1_b2a,
+        ]
+        if point.zero_shot_acc is not None:
+            cells.append(point.zero_shot_acc)
+        table.add_row(
+            *(f"{value:+.2f}" if k == 0 else f"{value:.4f}" for k, value in enumerate(cells))
+        )
+    return table
+
+
+def write_plot(analysis: Analysis, path: Path) -> None:
+    """Figure-1-style picture: both modalities in 2-D (PCA) with the gap vector, and the curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    _draw_embeddings(left, analysis)
+    _draw_shift(right, analysis)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, format="png", dpi=120)
+    except OSError as exc:
+        raise InputError(f"--plot {path}: cannot write it ({exc})") from exc
+    finally:
+        plt.close(fig)
+
+
+def _plot_rows(analysis: Analysis) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    data = analysis.data
+    n, limit = data.a.shape[0], 2000
+    picked = (
+        np.sort(np.random.default_rng(0).choice(n, limit, replace=False)) if n > limit else None
+    )
+    rows_a = data.a if picked is None else data.a[picked]
+    rows_b = data.b if picked is None else data.b[picked]
+    x, y = np.asarray(rows_a, dtype=np.float64), np.asarray(rows_b, dtype=np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    return x, y
+
+
+def _draw_embeddings(ax: Any, analysis: Analysis) -> None:
+    x, y = _plot_rows(analysis)
+    z = np.concatenate([x, y])
+    centre = z.mean(axis=0)
+    axes = principal_axes(z, 2)
+    if axes.shape[1] < 2:  # 1-d embeddings: draw them on a line
+        axes = np.pad(axes, ((0, 0), (0, 1)))
+    px, py = (x - centre) @ axes, (y - centre) @ axes
+    name_a, name_b = analysis.data.names
+    for k in range(min(len(px), 100)):  # a few pair lines show the matching, more only clutter
+        ax.plot([px[k, 0], py[k, 0]], [px[k, 1], py[k, 1]], color="0.85", lw=0.5, zorder=0)
+    ax.scatter(px[:, 0], px[:, 1], s=6, label=name_a, color="tab:red")
+    ax.scatter(py[:, 0], py[:, 1], s=6, label=name_b, color="tab:blue")
+    ca = (analysis.report.centroid_a - centre) @ axes
+    cb = (analysis.report.centroid_b - centre) @ axes
+    ax.annotate("", xy=tuple(ca), xytext=tuple(cb), arrowprops={"arrowstyle": "->", "lw": 2})
+    gap = analysis.report.metrics["gap_norm"]
+    ax.set_title(f"PCA of both modalities; gap vector |Δ| = {gap:.3f}")
+    ax.set_xlabel("principal axis 1")
+    ax.set_ylabel("principal axis 2")
+    ax.legend(loc="best")
+
+
+def _draw_shift(ax: Any, analysis: Analysis) -> None:
+    points = analysis.report.shift
+    lams = [p.lam for p in points]
+    ax.plot(lams, [p.gap_norm for p in points], "o-", label="gap_norm", color="black")
+    ax.set_xlabel("λ (shift along the gap direction)")
+    ax.set_ylabel("gap_norm")
+    other = ax.twinx()
+    other.plot(lams, [p.loss for p in points], "s--", color="tab:green", label="loss")
+    other.set_ylabel("contrastive loss")
+    ax.set_title("Gap shift curve")
+    lines = ax.get_lines() + other.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], loc="upper center")

@@ -1,0 +1,150 @@
+"""The sweep commands: validate, plan, submit and resume (the library: orchestrator/submit.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from orchestrator.cli.common import (
+    DEFAULT_MLFLOW_URI,
+    DEFAULT_RESULTS_DB,
+    DEFAULT_STORAGE,
+    Address,
+    MlflowUri,
+    RerunFailed,
+    ResultsDb,
+    SpecArg,
+    Storage,
+    SweepArg,
+    console,
+    err_console,
+    error,
+    exit_codes,
+)
+from orchestrator.settings import MAX_TRIALS_WITHOUT_YES, Services, SubmitSettings
+
+if TYPE_CHECKING:  # importing the runner imports Ray, which only submit and resume need
+    from orchestrator.run import SweepOutcome
+
+Yes = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        help=f"run a sweep larger than {MAX_TRIALS_WITHOUT_YES} trials "
+        "(GAPSWEEP_MAX_TRIALS sets the limit)",
+    ),
+]
+ReportDir = Annotated[
+    Path | None, typer.Option("--report", help="write the HTML report here at the end")
+]
+
+
+def validate(spec: SpecArg) -> None:
+    """Check a spec and every trial it expands to, without running anything."""
+    from orchestrator import submit as library
+
+    with exit_codes():
+        plan = library.validate(spec)
+    console.print(f"{spec}: valid, sweep {plan.spec.name!r} with {len(plan.trials)} trials")
+
+
+def plan(spec: SpecArg, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
+    """Print the trials a spec expands to, and which of them a submit would run."""
+    from rich.table import Table
+
+    from orchestrator import submit as library
+
+    with exit_codes():
+        preview = library.preview(spec, results_db)
+    trials = preview.plan.trials
+    title = f"sweep {preview.plan.spec.name}: {len(trials)} trials"
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "key", "trial", "stored status", "will run"):
+        table.add_column(column)
+    for t in trials:
+        stored = preview.statuses.get(t.key, "new")
+        runs = {"completed": "no", "failed": "with --rerun-failed"}.get(stored, "yes")
+        table.add_row(str(t.index), t.key, t.name, stored, runs)
+    console.print(table)
+    if preview.plan.duplicates_dropped:
+        console.print(f"{preview.plan.duplicates_dropped} duplicate draws were dropped")
+
+
+def submit(
+    spec: SpecArg,
+    address: Address = None,
+    mlflow_uri: MlflowUri = DEFAULT_MLFLOW_URI,
+    results_db: ResultsDb = DEFAULT_RESULTS_DB,
+    storage: Storage = DEFAULT_STORAGE,
+    rerun_failed: RerunFailed = False,
+    yes: Yes = False,
+    report_dir: ReportDir = None,
+) -> None:
+    """Run a sweep: every trial not yet completed, on local Ray or the cluster at --address."""
+    from orchestrator import submit as library
+
+    services = Services(mlflow_uri, results_db, storage, address)
+    settings = SubmitSettings(services, rerun_failed, yes, report_dir)
+    with exit_codes():
+        outcome = library.submit(spec, settings, console)
+    _print_outcome(outcome, mlflow_uri)
+
+
+def resume(
+    sweep: SweepArg,
+    address: Address = None,
+    mlflow_uri: MlflowUri = DEFAULT_MLFLOW_URI,
+    results_db: ResultsDb = DEFAULT_RESULTS_DB,
+    storage: Storage = DEFAULT_STORAGE,
+    rerun_failed: RerunFailed = False,
+) -> None:
+    """Go on with an interrupted sweep, from the spec stored with it."""
+    from orchestrator import submit as library
+
+    services = Services(mlflow_uri, results_db, storage, address)
+    settings = SubmitSettings(services, rerun_failed, yes=True)
+    with exit_codes():
+        outcome = library.resume(sweep, settings, console)
+    _print_outcome(outcome, mlflow_uri)
+
+
+def mlflow_runs_page(mlflow_uri: str, experiment_id: str) -> str:
+    """Where to see the sweep's runs. MLflow 3 opens experiments on its GenAI overview unless
+    the link asks for the model-training runs table."""
+    page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if mlflow_uri.startswith(("http://", "https://")):
+        return f"{mlflow_uri.rstrip('/')}/{page}"
+    ui = (
+        "mlflow ui"
+        if mlflow_uri == DEFAULT_MLFLOW_URI
+        else f"mlflow ui --backend-store-uri {mlflow_uri}"
+    )
+    return f"{ui}, then http://127.0.0.1:5000/{page}"
+
+
+def _print_outcome(outcome: SweepOutcome, mlflow_uri: str) -> None:
+    """The summary table, where to look next, and exit 1 when anything failed or stopped."""
+    from orchestrator.progress import summary_table
+
+    spec = outcome.spec
+    rows = [(t.status, t.varied, t.metrics) for t in outcome.trials]
+    title = f"summary of {spec.name}, best {spec.metric.name} first"
+    console.print()
+    console.print(summary_table(title, rows, spec.metric.name, spec.metric.mode))
+    console.print(f"results: orchestrator results {spec.name}", soft_wrap=True)
+    console.print(f"runs: {mlflow_runs_page(mlflow_uri, outcome.experiment_id)}", soft_wrap=True)
+    if outcome.mlflow_behind:
+        error(f"MLflow missed some results; run `orchestrator sync {spec.name}` once it is back")
+    for t in outcome.failed:
+        err_console.print(f"[red]failed:[/] {t.name} ({t.key}): {t.error}", highlight=False)
+    if outcome.stopped:
+        error(
+            f"{len(outcome.stopped)} trials were stopped; go on with `orchestrator resume "
+            f"{spec.name}` (or submit the spec again)"
+        )
+    if outcome.failed or outcome.stopped or outcome.mlflow_behind:
+        if outcome.failed:
+            err_console.print(f"{len(outcome.failed)} of {len(outcome.trials)} trials failed")
+        raise typer.Exit(1)

@@ -1,0 +1,31 @@
+"""Where a sweep's services live and how a submit behaves: the one settings object each command
+builds from its options and hands to the library. The defaults are relative to the working
+directory, so that `mlflow ui` run there just works."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MLFLOW_URI = "sqlite:///mlflow.db"
+DEFAULT_RESULTS_DB = "sqlite:///results.db"
+DEFAULT_STORAGE = Path("runs")
+# A sweep larger than this runs only with --yes (GAPSWEEP_MAX_TRIALS sets it).
+MAX_TRIALS_WITHOUT_YES = int(os.environ.get("GAPSWEEP_MAX_TRIALS", "1000"))
+
+
+@dataclass(frozen=True)
+class Services:
+    mlflow_uri: str = DEFAULT_MLFLOW_URI
+    results_db: str = DEFAULT_RESULTS_DB
+    storage: Path = DEFAULT_STORAGE  # Ray Tune's storage folder
+    address: str | None = None  # a Ray cluster; a local Ray is started on demand when None
+
+
+@dataclass(frozen=True)
+class SubmitSettings:
+    services: Services = field(default_factory=Services)
+    rerun_failed: bool = False  # also run trials that failed before
+    yes: bool = False  # run a sweep larger than MAX_TRIALS_WITHOUT_YES
+    report_dir: Path | None = None  # write the HTML report here at the end

@@ -1,0 +1,96 @@
+"""The library behind the sweep commands: what `validate`, `plan`, `submit` and `resume` do,
+each one function of a spec (or a stored sweep) and a settings object. The CLI only parses,
+calls one of these and prints; a notebook can call them the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from orchestrator.errors import InputError
+from orchestrator.plan import Plan, expand
+from orchestrator.run import SweepOutcome, run_sweep
+from orchestrator.settings import MAX_TRIALS_WITHOUT_YES, SubmitSettings
+from orchestrator.spec import LoadedSpec, load_spec, load_spec_text
+from orchestrator.store.repository import ResultsStore, missing_sqlite_file
+
+
+@dataclass(frozen=True)
+class PlanPreview:
+    """A spec's trials and the status each has in the results store ("new" when not stored)."""
+
+    plan: Plan
+    statuses: dict[str, str]
+
+
+def validate(path: Path) -> Plan:
+    """The spec at `path`, checked with every trial it expands to."""
+    return expand(load_spec(path))
+
+
+def preview(path: Path, results_db: str) -> PlanPreview:
+    """The plan and what a submit would do with each trial; refuses warm starts whose source
+    has not completed, as submit would."""
+    from orchestrator.warm_start import has_warm_starts, resolve_warm_starts
+
+    plan = validate(path)
+    statuses: dict[str, str] = {}
+    if not missing_sqlite_file(results_db):
+        with ResultsStore(results_db) as store:
+            if store.get_sweep(plan.spec.name) is not None:
+                statuses = {t.key: t.status for t in store.trials(plan.spec.name)}
+    if has_warm_starts(plan):
+        with ResultsStore.open_existing(results_db) as store:
+            resolve_warm_starts(plan, store)
+    return PlanPreview(plan, statuses)
+
+
+def submit(path: Path, settings: SubmitSettings, console: Console) -> SweepOutcome:
+    """Run every trial of the spec not yet completed; the report, if asked for, is written at
+    the end whatever happened."""
+    loaded = load_spec(path)
+    return _run_with_report(loaded, expand(loaded), settings, console)
+
+
+def resume(sweep: str, settings: SubmitSettings, console: Console) -> SweepOutcome:
+    """Go on with an interrupted sweep, from the spec stored with it."""
+    with ResultsStore.open_existing(settings.services.results_db) as store:
+        text = store.spec_text(sweep)
+    loaded = load_spec_text(text, Path(f"<stored spec of {sweep}>"))
+    return _run_with_report(loaded, expand(loaded), settings, console)
+
+
+def _run_with_report(
+    loaded: LoadedSpec, plan: Plan, settings: SubmitSettings, console: Console
+) -> SweepOutcome:
+    try:
+        return _run(loaded, plan, settings, console)
+    finally:
+        results_db = settings.services.results_db
+        if settings.report_dir is not None and not missing_sqlite_file(results_db):
+            from orchestrator.report.build import write_report
+
+            mlflow_uri = settings.services.mlflow_uri
+            page, _ = write_report(plan.spec.name, settings.report_dir, results_db, mlflow_uri)
+            console.print(f"report: {page}")
+
+
+def _run(
+    loaded: LoadedSpec, plan: Plan, settings: SubmitSettings, console: Console
+) -> SweepOutcome:
+    from orchestrator.preflight import check_services
+    from orchestrator.warm_start import resolve_warm_starts
+
+    if len(plan.trials) > MAX_TRIALS_WITHOUT_YES and not settings.yes:
+        raise InputError(
+            f"{loaded.path}: the sweep expands to {len(plan.trials)} trials, more than "
+            f"{MAX_TRIALS_WITHOUT_YES}; pass --yes to run it anyway"
+        )
+    console.print(f"sweep [bold]{plan.spec.name}[/]: {len(plan.trials)} trials")
+    services = settings.services
+    check_services(services.mlflow_uri, services.results_db, services.address)
+    with ResultsStore(services.results_db) as store:
+        plan = resolve_warm_starts(plan, store)
+        return run_sweep(loaded, plan, settings, console, store)

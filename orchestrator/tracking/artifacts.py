@@ -1,0 +1,85 @@
+"""The files each trial leaves in MLflow: its resolved config, its final metrics, a sample of its
+final embeddings, and a picture of both modalities in 2-D with the gap vector (which the sweep
+report draws too)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from matplotlib.figure import Figure
+
+from orchestrator.store.views import TrialView
+
+EMBEDDING_SAMPLE = 1000  # rows per modality: enough for the picture and for re-analysis
+
+
+def write_trial_artifacts(view: TrialView, folder: Path) -> list[Path]:
+    """Write the trial's artifacts into `folder`; the embedding files only when it saved some."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump(view.config, sort_keys=False))
+    metrics = folder / "metrics.json"
+    summary = {"key": view.key, "status": view.status, "metrics": view.metrics}
+    metrics.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return [config, metrics, *_embedding_artifacts(view, folder)]
+
+
+def _embedding_artifacts(view: TrialView, folder: Path) -> list[Path]:
+    from trainers.checkpoint import EMBEDDINGS_FILE, load_embeddings
+    from trainers.errors import DataError
+
+    if view.checkpoint_path is None or not (Path(view.checkpoint_path) / EMBEDDINGS_FILE).is_file():
+        return []
+    try:
+        arrays = load_embeddings(Path(view.checkpoint_path))
+    except DataError:
+        return []  # a damaged file costs the picture, not the trial's other artifacts
+    sample = {k: np.asarray(v)[:EMBEDDING_SAMPLE] for k, v in arrays.items()}
+    npz = folder / "embeddings_sample.npz"
+    np.savez_compressed(npz, **sample)  # type: ignore[arg-type]
+    figure = modality_map({view.name: sample})
+    if figure is None:
+        return [npz]
+    png = folder / "modalities_2d.png"
+    figure.savefig(png, dpi=110, bbox_inches="tight")
+    return [npz, png]
+
+
+def modality_map(embeddings: dict[str, dict[str, np.ndarray]]) -> Figure | None:
+    """Both modalities of each chosen trial in 2-D (their joint first two principal components),
+    with matched pairs joined, as in the paper's Figure 1."""
+    if not embeddings:
+        return None
+    fig = Figure(figsize=(4 * len(embeddings), 4))
+    axes = np.atleast_1d(fig.subplots(1, len(embeddings)))
+    for ax, (name, arrays) in zip(axes, embeddings.items(), strict=True):
+        draw_modality_map(ax, name, arrays)
+    return fig
+
+
+def draw_modality_map(ax: Any, title: str, arrays: dict[str, np.ndarray]) -> None:
+    """One trial's embeddings on `ax`: both towers' points, matched pairs joined, gap vector."""
+    a, b = arrays["a"][:300].astype(np.float64), arrays["b"][:300].astype(np.float64)
+    both = np.concatenate([a, b])
+    centred = both - both.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    pa, pb = xy[: len(a)], xy[len(a) :]
+    for i in range(min(len(a), 40)):
+        ax.plot([pa[i, 0], pb[i, 0]], [pa[i, 1], pb[i, 1]], color="grey", lw=0.3)
+    ax.scatter(pa[:, 0], pa[:, 1], s=6, label="tower a", color="tab:red")
+    ax.scatter(pb[:, 0], pb[:, 1], s=6, label="tower b (text)", color="tab:blue")
+    # The gap vector: from the centroid of b to the centroid of a, in the same projection.
+    ca, cb = pa.mean(axis=0), pb.mean(axis=0)
+    ax.annotate(
+        "",
+        xy=(ca[0], ca[1]),
+        xytext=(cb[0], cb[1]),
+        arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.5},
+    )
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7)

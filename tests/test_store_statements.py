@@ -1,0 +1,71 @@
+"""What a report costs the driver in SQL: the statements the results store runs per trial
+report, counted with a SQLAlchemy event hook in a real `orchestrator submit` (real Ray, real
+MLflow in a SQLite file, the store in another), as the difference between two sweeps that
+differ only in how many reports each trial sends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import cli_env
+
+# Before the store cached its row ids and the mirror logged what the recorder hands it, a
+# report cost about 15 statements (the recorder's write, then the mirror reading it back).
+MAX_STATEMENTS_PER_REPORT = 5
+TRIALS = 2
+COUNTING_DRIVER = """
+import json, sys
+from sqlalchemy import Engine, event
+out, url, *args = sys.argv[1:]
+count = [0]
+
+def counted(conn, cursor, statement, parameters, context, executemany):
+    if str(conn.engine.url) == url:
+        count[0] += 1
+
+event.listen(Engine, "before_cursor_execute", counted)
+from orchestrator.cli import app
+try:
+    app(args, standalone_mode=False)
+finally:
+    open(out, "w").write(json.dumps(count[0]))
+"""
+
+
+def statements_of_a_sweep(folder: Path, write_spec: Callable[..., Path], shifts: int) -> int:
+    spec = write_spec(
+        {
+            "name": f"count{shifts}",
+            "trainer": "landscape",
+            "base": {"shifts": shifts},
+            "parameters": {"temperature": {"grid": [0.01, 0.1][:TRIALS]}},
+            "metric": {"name": "min_loss_gap", "mode": "max"},
+        },
+        name=f"count{shifts}.yaml",
+    )
+    out = folder / f"count{shifts}.json"
+    url = "sqlite:///results.db"
+    command = [sys.executable, "-c", COUNTING_DRIVER, str(out), url, "submit", str(spec)]
+    result = subprocess.run(
+        command, cwd=folder, env=cli_env(), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    count: int = json.loads(out.read_text())
+    return count
+
+
+@pytest.mark.slow
+def test_a_report_costs_the_driver_a_few_statements(
+    tmp_path: Path, write_spec: Callable[..., Path]
+) -> None:
+    few = statements_of_a_sweep(tmp_path, write_spec, shifts=5)
+    many = statements_of_a_sweep(tmp_path, write_spec, shifts=25)
+    per_report = (many - few) / (TRIALS * (25 - 5))
+    assert 0 < few < many
+    assert per_report <= MAX_STATEMENTS_PER_REPORT, per_report
