@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.plan import flatten, format_value
-from orchestrator.store.views import TrialView
+
+if TYPE_CHECKING:  # the store's models import SQLAlchemy, which `results --help` does not need
+    from orchestrator.store.views import TrialView
 
 
 def trial_record(t: TrialView) -> dict[str, Any]:
