@@ -30,10 +30,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from trainers.config import LossConfig, ModelConfig, TrialConfig
 from trainers.data.paired import InputSpec
+from trainers.device import resolve_device
 from trainers.dual_encoder import (
     build_model,
     make_optimiser,
-    resolve_device,
     train_dual_encoder,
     train_step,
 )

@@ -58,6 +58,7 @@ def expand(loaded: LoadedSpec) -> Plan:
         except ValidationError as exc:
             problems += _value_problems(exc, varied, str(loaded.path))
             continue
+        problems += device_problems(spec, config, str(loaded.path))
         key = trial_key(spec.trainer, config)
         if key in seen:
             continue
@@ -66,6 +67,22 @@ def expand(loaded: LoadedSpec) -> Plan:
     if problems:
         raise SpecError(list(dict.fromkeys(problems)))
     return Plan(spec=spec, trials=trials, duplicates_dropped=len(assignments) - len(trials))
+
+
+def device_problems(spec: SweepSpec, config: BaseModel, source: str) -> list[str]:
+    """A trial's `device` must agree with the GPU share the spec's resources give it."""
+    device, gpu = getattr(config, "device", None), spec.resources.gpu
+    if device == "cuda" and gpu == 0:
+        return [
+            f"{source}: device: cuda needs a GPU, but resources.gpu is 0; give each trial a GPU"
+            " (resources.gpu: 1, or 0.25 to share one) or use device: auto"
+        ]
+    if device == "cpu" and gpu > 0:
+        return [
+            f"{source}: device: cpu with resources.gpu {gpu:g} would hold a GPU it never uses;"
+            " set device: auto (or cuda), or resources.gpu: 0"
+        ]
+    return []
 
 
 def trial_key(trainer: str, config: BaseModel) -> str:

@@ -72,6 +72,11 @@ class Resources(_Frozen):
     cpu: float = Field(1.0, gt=0, le=1024)
     gpu: float = Field(0.0, ge=0, le=64)
 
+    @property
+    def trials_per_gpu(self) -> int | None:
+        """How many trials share one GPU when each asks for a fraction of it (None: no sharing)."""
+        return int(1 // self.gpu) if 0 < self.gpu < 1 else None
+
 
 class SweepSpec(_Frozen):
     name: str = Field(min_length=1, max_length=100)

@@ -125,7 +125,7 @@ def run_trial(
     key = param_space["trial_key"]
     entry = TRAINERS[trainer]
     config = entry.config_model.model_validate_json(configs[key])
-    _match_threads_to_cpus()
+    gpus = _match_threads_to_cpus()
     placement = Placement(
         node_id=ray.get_runtime_context().get_node_id(),
         host=socket.gethostname(),
@@ -134,7 +134,7 @@ def run_trial(
     checkpoints = TuneCheckpoints(resume.get(key))
     report = _Reporter(trainer, entry, placement, checkpoints, InjectedFault.from_env(key))
     try:
-        entry.run(config, report, checkpoints)
+        entry.run(config, report, checkpoints, gpus)
     except (NonFiniteLossError, UndeclaredMetricError) as exc:
         # Retrying would fail the same way: the trial ends here, and the recorder marks it
         # failed with this reason instead of Tune retrying it under max_failures.
@@ -175,10 +175,12 @@ class _Reporter:
         self.checkpoints.report(result.to_tune())
 
 
-def _match_threads_to_cpus() -> None:
+def _match_threads_to_cpus() -> float:
+    """Give torch as many threads as the trial has CPUs; returns the share of a GPU Ray gave it
+    (0: none; the trainer then stays on the CPU whatever the process can see)."""
     # A trial given 1 CPU should not spawn a thread per core and fight its neighbours.
     import torch
 
     assigned = ray.get_runtime_context().get_assigned_resources()  # type: ignore[no-untyped-call]
-    cpus = assigned.get("CPU", 1.0)
-    torch.set_num_threads(max(1, int(cpus)))
+    torch.set_num_threads(max(1, int(assigned.get("CPU", 1.0))))
+    return float(assigned.get("GPU", 0.0))

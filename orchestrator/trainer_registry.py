@@ -24,16 +24,16 @@ Report = Callable[[int, dict[str, float]], None]
 
 
 def _run_dual_encoder(
-    config: BaseModel, report: Report, checkpoint: CheckpointHook | None
+    config: BaseModel, report: Report, checkpoint: CheckpointHook | None, gpus: float
 ) -> dict[str, float]:
     from trainers.dual_encoder import train_dual_encoder  # torch is imported in workers only
 
     assert isinstance(config, TrialConfig)  # guaranteed by the registry entry
-    return train_dual_encoder(config, report, checkpoint).metrics
+    return train_dual_encoder(config, report, checkpoint, gpus).metrics
 
 
 def _run_landscape(
-    config: BaseModel, report: Report, checkpoint: CheckpointHook | None
+    config: BaseModel, report: Report, checkpoint: CheckpointHook | None, gpus: float
 ) -> dict[str, float]:
     from trainers.landscape import run_landscape  # a closed-form simulation: nothing to resume
 
@@ -45,7 +45,8 @@ def _run_landscape(
 class TrainerEntry:
     config_model: type[BaseModel]
     metrics: tuple[str, ...]  # every name the trainer may report, and only those
-    run: Callable[[BaseModel, Report, CheckpointHook | None], dict[str, float]]
+    # (config, report, checkpoint hook, the share of a GPU Ray gave the trial) -> final metrics
+    run: Callable[[BaseModel, Report, CheckpointHook | None, float], dict[str, float]]
 
 
 TRAINERS: dict[str, TrainerEntry] = {

@@ -4,7 +4,6 @@ downstream quality through one callback."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -16,6 +15,14 @@ from trainers.checkpoint import CheckpointHook, TrainState
 from trainers.config import PretrainedTextTowerConfig, TrialConfig, steps_for
 from trainers.data.paired import InputSpec, PairedData, PairedSplit
 from trainers.data.registry import make_data
+from trainers.device import (
+    full_precision,
+    gpu_share,
+    peak_memory_gb,
+    resolve_device,
+    to_device,
+    tower_autocast,
+)
 from trainers.errors import DataError, NonFiniteLossError
 from trainers.evaluate import Embeddings, embed, embed_tokens, evaluate
 from trainers.evaluate_shift import shift_summary, shift_table
@@ -53,23 +60,27 @@ class DualModel:
         self.text.train(mode)
 
 
-def resolve_device(choice: str) -> torch.device:
-    """`auto` is CUDA when this process can see a GPU (Ray hides GPUs from trials without one)."""
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def train_dual_encoder(
-    config: TrialConfig, report: Report, checkpoint: CheckpointHook | None = None
+    config: TrialConfig,
+    report: Report,
+    checkpoint: CheckpointHook | None = None,
+    gpus: float | None = None,
 ) -> TrainResult:
     """Train (or, with `optim.epochs: 0`, only measure) one dual encoder.
 
     Reports at step 0 and every `eval.every_steps` steps; with a `checkpoint` hook, a state is
     saved just before each report (the final one with the eval embeddings beside it), and a
-    state the hook restores is resumed from the step after.
+    state the hook restores is resumed from the step after. `gpus` is the share of a GPU the
+    runner gave the trial (device.py); None outside a runner.
     """
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, gpus)
+    with gpu_share(device, gpus):
+        return _train(config, report, checkpoint, device)
+
+
+def _train(
+    config: TrialConfig, report: Report, checkpoint: CheckpointHook | None, device: torch.device
+) -> TrainResult:
     data = load_data(config)
     model = build_model(config, (data.a_input, data.b_input), device, data.train)
     optimiser = make_optimiser(model, config)
@@ -147,10 +158,9 @@ def train_step(
     inputs_b: torch.Tensor,
 ) -> torch.Tensor:
     """One optimiser step on one batch; returns the loss, still on the device (no sync)."""
-    device = inputs_a.device
-    with _autocast(device):
+    with tower_autocast(inputs_a.device):
         a, b = model.image(inputs_a), model.text(inputs_b)
-        loss = contrastive_loss(a.float(), b.float(), model.temperature.scale())
+    loss = contrastive_loss(a, b, model.temperature.scale())  # float32 (loss.py)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]
     optimiser.step()
@@ -275,22 +285,15 @@ class _Inputs:
     def on_device(cls, data: PairedData, model: DualModel, device: torch.device) -> _Inputs:
         layout = _image_layout(model.image, data.a_input)
         images = (data.train.a, data.eval.a)
-        train_a, eval_a = (_to_device(x, device).contiguous(memory_format=layout) for x in images)
+        train_a, eval_a = (to_device(x, device).contiguous(memory_format=layout) for x in images)
         classes = data.class_inputs
         return cls(
             train_a=train_a,
-            train_b=_to_device(data.train.b, device),
+            train_b=to_device(data.train.b, device),
             eval_a=eval_a,
-            eval_b=_to_device(data.eval.b, device),
-            class_b=None if classes is None else _to_device(classes, device),
+            eval_b=to_device(data.eval.b, device),
+            class_b=None if classes is None else to_device(classes, device),
         )
-
-
-def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if device.type != "cuda":
-        return x
-    # From pinned memory the copy is a DMA that does not hold up the host.
-    return x.pin_memory().to(device, non_blocking=True)
 
 
 def _batches(
@@ -322,7 +325,7 @@ def _evaluate(
     device = inputs.eval_a.device
     class_b = None
     batch = config.optim.batch_size * 4  # larger eval batches are no faster on the CPU
-    with _autocast(device), torch.inference_mode():
+    with full_precision(device), torch.inference_mode():
         emb = Embeddings(
             embed(model.image, inputs.eval_a, batch), _embed_b(model.text, inputs.eval_b, batch)
         )
@@ -331,6 +334,7 @@ def _evaluate(
     scale = model.temperature.scale()
     metrics = evaluate(emb, data.eval, class_b, scale, config.optim.batch_size)
     metrics["temperature"] = model.temperature.value()
+    metrics |= peak_memory_gb(device)
     arrays = _arrays(emb, data, class_b) if final else None
     if arrays is not None and config.eval.shift_lambdas:
         rows = shift_table(arrays, config.eval.shift_lambdas, model.temperature.value())
@@ -351,9 +355,3 @@ def _arrays(
     optional = {"labels": data.eval.labels, "groups": data.eval.groups, "class_b": class_b}
     arrays |= {name: t.numpy() for name, t in optional.items() if t is not None}
     return arrays
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from trainers.data.paired import PairedSplit
+from trainers.device import full_precision
 from trainers.gap import gap_metrics
 from trainers.loss import contrastive_loss
 
@@ -58,8 +59,20 @@ def evaluate(
     (None: where the split has labels, each class's mean tower-b embedding stands in).
 
     The loss is InfoNCE over eval batches of the training batch size, since its value depends
-    on how many negatives each positive competes with.
+    on how many negatives each positive competes with. Everything is float32, also inside an
+    autocast region (device.py).
     """
+    with full_precision(emb.a.device):
+        return _metrics(emb, split, class_text, scale, batch_size)
+
+
+def _metrics(
+    emb: Embeddings,
+    split: PairedSplit,
+    class_text: torch.Tensor | None,
+    scale: torch.Tensor,
+    batch_size: int,
+) -> dict[str, float]:
     metrics = gap_metrics(emb.a, emb.b)
     metrics["loss"] = _batched_loss(emb, scale.detach().cpu().float(), batch_size)
     if split.labels is not None:

@@ -34,8 +34,11 @@ def contrastive_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> t
     """Mean of the a->b and b->a cross-entropies over the in-batch similarity matrix.
 
     `a` and `b` are L2-normalised (N, d) embeddings with row i of each a matched pair;
-    `scale` is 1/tau.
+    `scale` is 1/tau. Computed in float32 whatever autocast region it is called from: at
+    tau = 1/100 the logits reach 100, where bf16 is only good to 0.5, and the loss, its
+    gradients and a learned temperature's gradient would all carry that error.
     """
-    logits = scale * a @ b.T
-    targets = torch.arange(a.shape[0], device=a.device)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    with torch.autocast(a.device.type, enabled=False):
+        logits = scale.float() * (a.float() @ b.float().T)
+        targets = torch.arange(a.shape[0], device=a.device)
+        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from trainers.gap.stream import STREAMING_METRICS
 
+# Only a trial on a GPU has these (trainers/device.py).
+CUDA_METRICS: tuple[str, ...] = ("gpu_peak_memory_gb",)
+
 # At step 0 and every eval.every_steps steps, on the held-out split (trainers/evaluate.py).
 DUAL_ENCODER_METRICS: tuple[str, ...] = (
     "loss",
@@ -27,6 +30,7 @@ DUAL_ENCODER_METRICS: tuple[str, ...] = (
     "shift_best_lambda",
     "shift_best_zero_shot_acc",
     "shift_zero_shot_gain",
+    *CUDA_METRICS,
 )
 
 # The Figure 3 simulation (trainers/landscape.py): one report per shift, the last with the minimum.

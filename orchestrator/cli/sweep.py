@@ -27,6 +27,7 @@ from orchestrator.settings import MAX_TRIALS_WITHOUT_YES, Services, SubmitSettin
 
 if TYPE_CHECKING:  # importing the runner imports Ray, which only submit and resume need
     from orchestrator.run import SweepOutcome
+    from orchestrator.spec import Resources
 
 Yes = Annotated[
     bool,
@@ -70,6 +71,21 @@ def plan(spec: SpecArg, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
     console.print(table)
     if preview.plan.duplicates_dropped:
         console.print(f"{preview.plan.duplicates_dropped} duplicate draws were dropped")
+    _say_how_gpus_are_shared(preview.plan.spec.resources)
+
+
+def _say_how_gpus_are_shared(resources: Resources) -> None:
+    sharing = resources.trials_per_gpu
+    if sharing is not None:
+        console.print(
+            f"{sharing} trials share each GPU (resources.gpu: {resources.gpu:g}); each keeps to "
+            f"{resources.gpu:.0%} of its memory and reports gpu_peak_memory_gb"
+        )
+    if resources.gpu > 0 and resources.cpu < 2:
+        console.print(
+            f"note: each GPU trial has {resources.cpu:g} CPU for its data, evaluations and "
+            "checkpoints; 2 to 4 (resources.cpu) keep a GPU busier"
+        )
 
 
 def submit(

@@ -76,7 +76,7 @@ class GraphTower(nn.Module):
     def forward(self, graphs: torch.Tensor) -> torch.Tensor:
         mask = graphs[:, 1:, -1] > 0.5
         # Padding is zeroed first, so whatever it holds cannot reach the output or the gradients.
-        rows = torch.where(mask[..., None], graphs[:, 1:, :-1], torch.zeros(()).to(graphs))
+        rows = torch.where(mask[..., None], graphs[:, 1:, :-1], graphs.new_zeros(()))
         centre = self.encode_centre(graphs[:, 0, :-1])
         neighbours = self.encode_neighbours(rows)
         for message_round in self.rounds:
