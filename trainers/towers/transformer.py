@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from trainers.config import TextTowerConfig, ViTTowerConfig
 from trainers.data.paired import InputSpec
 from trainers.errors import DataError
+from trainers.towers.attention import attention_bias
 
 
 class ViTTower(nn.Module):
@@ -63,6 +64,6 @@ class TextTransformerTower(nn.Module):
         self.proj = nn.Linear(config.hidden_size, embed_dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        mask = (tokens != 0).long()
-        hidden = self.encoder(input_ids=tokens, attention_mask=mask).last_hidden_state
+        bias = attention_bias(tokens, causal=False)
+        hidden = self.encoder(input_ids=tokens, attention_mask=bias).last_hidden_state
         return F.normalize(self.proj(hidden[:, 0]), dim=-1)
