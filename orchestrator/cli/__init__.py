@@ -40,5 +40,3 @@ for command in COMMANDS:
     app.command()(command)
 db_app.command("upgrade")(maintenance.db_upgrade)
 
-if __name__ == "__main__":
-    app()
