@@ -34,7 +34,7 @@ def test_digits_images_captions_and_prompts() -> None:
     digits = data({"name": "digits", "n_train": 100, "n_eval": 50})
     assert digits.train.a.shape == (100, 1, 8, 8) and digits.eval.a.shape == (50, 1, 8, 8)
     assert float(digits.train.a.max()) <= 1.0
-    assert digits.class_inputs.shape[0] == 10
+    assert digits.class_inputs.shape[0] == 40  # four caption templates per digit
     words = [digits.tokenizer.vocab[t] for t in digits.train.b[0].tolist() if t > 2]
     assert words[-1] == digits.class_names[int(digits.train.labels[0])]
     assert torch.equal(digits.eval.a, data({"name": "digits", "n_train": 100, "n_eval": 50}).eval.a)

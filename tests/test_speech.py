@@ -68,7 +68,7 @@ def test_pairs_are_spectrograms_and_caption_tokens(warm: tuple[Path, PairedData]
     assert data.train.a.dtype == torch.float32 and bool(data.train.a.isfinite().all())
     assert data.train.b.dtype == torch.int64 and data.train.b.shape == (12, data.b_input.shape[0])
     assert data.class_names == SHAPES and data.class_inputs is not None
-    assert data.class_inputs.shape == (len(SHAPES), data.b_input.shape[0])
+    assert data.class_inputs.shape == (24 * len(SHAPES), data.b_input.shape[0])  # ensembles
     assert data.group_names == VOICES
     assert data.train.labels is not None and data.train.groups is not None
     assert data.train.b_texts is not None and data.tokenizer is not None

@@ -111,7 +111,9 @@ def test_shapes_data_is_deterministic_and_well_formed() -> None:
     assert not torch.equal(first.train.images, make_shapes(config, 4).train.images)
     assert first.train.images.shape == (40, 3, 16, 16)
     assert first.eval.images.shape == (20, 3, 16, 16)
-    assert first.class_prompts.shape[0] == len(SHAPES)
+    assert first.class_inputs is not None and first.prompt_class is not None
+    assert first.class_inputs.shape[0] == 24 * len(SHAPES)  # every caption of each shape
+    assert torch.bincount(first.prompt_class).tolist() == [24] * len(SHAPES)
     assert first.train.tokens.dtype == torch.int64
     # The eval split does not change when the training set grows.
     bigger = make_shapes(config.model_copy(update={"n_train": 80}), 3)

@@ -24,7 +24,7 @@ from trainers.device import (
     tower_autocast,
 )
 from trainers.errors import DataError, NonFiniteLossError
-from trainers.evaluate import Embeddings, embed, embed_tokens, evaluate
+from trainers.evaluate import Embeddings, class_embeddings, embed, embed_tokens, evaluate
 from trainers.evaluate_shift import shift_summary, shift_table
 from trainers.loss import Temperature, contrastive_loss
 from trainers.towers.init import close_gap_by_procrustes, warm_start
@@ -330,7 +330,8 @@ def _evaluate(
             embed(model.image, inputs.eval_a, batch), _embed_b(model.text, inputs.eval_b, batch)
         )
         if inputs.class_b is not None:
-            class_b = _embed_b(model.text, inputs.class_b, batch)
+            prompts = _embed_b(model.text, inputs.class_b, batch)
+            class_b = class_embeddings(prompts, data.prompt_class)
     scale = model.temperature.scale()
     metrics = evaluate(emb, data.eval, class_b, scale, config.optim.batch_size)
     metrics["temperature"] = model.temperature.value()
@@ -354,4 +355,11 @@ def _arrays(
     arrays = {"a": emb.a.numpy(), "b": emb.b.numpy()}
     optional = {"labels": data.eval.labels, "groups": data.eval.groups, "class_b": class_b}
     arrays |= {name: t.numpy() for name, t in optional.items() if t is not None}
+    if class_b is not None and data.class_texts:  # which prompts made each class embedding
+        owners = data.prompt_class
+        arrays["class_names"] = np.array(data.class_names, dtype=str)
+        arrays["class_prompts"] = np.array(data.class_texts, dtype=str)
+        arrays["prompt_class"] = (
+            np.arange(len(data.class_texts)) if owners is None else owners.numpy()
+        )
     return arrays

@@ -87,6 +87,12 @@ def _metrics(
     return metrics
 
 
+def class_embeddings(prompts: torch.Tensor, owners: torch.Tensor | None) -> torch.Tensor:
+    """(classes, d): each class's prompt embeddings averaged and renormalised (CLIP's prompt
+    ensemble); with no `owners`, row k is already class k."""
+    return prompts if owners is None else class_means(prompts, owners)
+
+
 def class_means(b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(classes, d) normalised mean embedding of each class: prototypes where no prompts exist."""
     count = int(labels.max()) + 1

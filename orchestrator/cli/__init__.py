@@ -39,4 +39,3 @@ COMMANDS: tuple[Callable[..., None], ...] = (
 for command in COMMANDS:
     app.command()(command)
 db_app.command("upgrade")(maintenance.db_upgrade)
-

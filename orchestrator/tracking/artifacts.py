@@ -38,15 +38,30 @@ def _embedding_artifacts(view: TrialView, folder: Path) -> list[Path]:
         arrays = load_embeddings(Path(view.checkpoint_path))
     except DataError:
         return []  # a damaged file costs the picture, not the trial's other artifacts
+    written = _prompts(arrays, folder)
     sample = {k: np.asarray(v)[:EMBEDDING_SAMPLE] for k, v in arrays.items()}
     npz = folder / "embeddings_sample.npz"
     np.savez_compressed(npz, **sample)  # type: ignore[arg-type]
+    written.append(npz)
     figure = modality_map({view.name: sample})
-    if figure is None:
-        return [npz]
-    png = folder / "modalities_2d.png"
-    figure.savefig(png, dpi=110, bbox_inches="tight")
-    return [npz, png]
+    if figure is not None:
+        png = folder / "modalities_2d.png"
+        figure.savefig(png, dpi=110, bbox_inches="tight")
+        written.append(png)
+    return written
+
+
+def _prompts(arrays: dict[str, np.ndarray], folder: Path) -> list[Path]:
+    """prompts.json: the zero-shot prompts behind each class embedding, by class name."""
+    if not {"class_names", "class_prompts", "prompt_class"} <= set(arrays):
+        return []
+    names, owners = arrays["class_names"].tolist(), arrays["prompt_class"].tolist()
+    by_class: dict[str, list[str]] = {str(name): [] for name in names}
+    for text, owner in zip(arrays["class_prompts"].tolist(), owners, strict=True):
+        by_class[str(names[owner])].append(str(text))
+    out = folder / "prompts.json"
+    out.write_text(json.dumps(by_class, indent=2) + "\n")
+    return [out]
 
 
 def modality_map(embeddings: dict[str, dict[str, np.ndarray]]) -> Figure | None:

@@ -13,6 +13,7 @@ from trainers.data.paired import (
     InputSpec,
     PairedData,
     PairedSplit,
+    PromptEnsemble,
     held_out_order,
     text_split,
     token_spec,
@@ -40,6 +41,8 @@ def make_digits(config: DigitsDataConfig, seed: int) -> PairedData:
     prompts = [ZERO_SHOT_TEMPLATE.format(w=w) for w in WORDS]
     vocabulary = [t.format(w=w) for t in TEMPLATES for w in WORDS] + prompts
     tokenizer = WordTokenizer.from_texts(vocabulary)
+    # Every caption template of a digit, as its prompt ensemble.
+    ensemble = PromptEnsemble.of(tokenizer, [[t.format(w=w) for t in TEMPLATES] for w in WORDS])
     rng = np.random.default_rng([seed, 3])
 
     def split(idx: np.ndarray) -> tuple[torch.Tensor, list[str]]:
@@ -58,8 +61,9 @@ def make_digits(config: DigitsDataConfig, seed: int) -> PairedData:
         a_input=InputSpec("image", (1, 8, 8)),
         b_input=token_spec(tokenizer),
         class_names=WORDS,
-        class_inputs=tokenizer.encode_batch(prompts),
-        class_texts=tuple(prompts),
+        class_inputs=ensemble.inputs,
+        class_texts=ensemble.texts,
+        prompt_class=ensemble.owners,
         tokenizer=tokenizer,
     )
 

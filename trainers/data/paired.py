@@ -62,14 +62,14 @@ class PairedData:
     a_input: InputSpec
     b_input: InputSpec
     class_names: tuple[str, ...] = ()
-    class_inputs: torch.Tensor | None = None  # tower-b input of one prompt per class
+    # Tower-b inputs of the class prompts for zero-shot classification: one row per prompt,
+    # several per class where `prompt_class` (the class of each row) is given, as in CLIP's
+    # prompt ensembles; row k is class k where it is not.
+    class_inputs: torch.Tensor | None = None
     class_texts: tuple[str, ...] | None = None
     tokenizer: WordTokenizer | None = None
     group_names: tuple[str, ...] = ()
-
-    @property
-    def class_prompts(self) -> torch.Tensor | None:
-        return self.class_inputs
+    prompt_class: torch.Tensor | None = None
 
     def with_b_inputs(
         self,
@@ -85,6 +85,25 @@ class PairedData:
             eval=replace(self.eval, b=evaluation),
             b_input=spec,
             class_inputs=classes,
+        )
+
+
+@dataclass(frozen=True)
+class PromptEnsemble:
+    """Class prompts as PairedData holds them: `inputs` and `texts` one row per prompt,
+    `owners` the class of each row."""
+
+    inputs: torch.Tensor
+    texts: tuple[str, ...]
+    owners: torch.Tensor
+
+    @classmethod
+    def of(cls, tokenizer: WordTokenizer, prompts: Sequence[Sequence[str]]) -> PromptEnsemble:
+        """`prompts[k]`: the texts of class k."""
+        texts = [text for per_class in prompts for text in per_class]
+        owners = [k for k, per_class in enumerate(prompts) for _ in per_class]
+        return cls(
+            tokenizer.encode_batch(texts), tuple(texts), torch.tensor(owners, dtype=torch.int64)
         )
 
 

@@ -13,7 +13,14 @@ import numpy as np
 import torch
 
 from trainers.config import ShapesDataConfig
-from trainers.data.paired import InputSpec, PairedData, PairedSplit, text_split, token_spec
+from trainers.data.paired import (
+    InputSpec,
+    PairedData,
+    PairedSplit,
+    PromptEnsemble,
+    text_split,
+    token_spec,
+)
 from trainers.data.tokenizer import WordTokenizer
 
 SHAPES = ("circle", "square", "triangle", "cross")
@@ -46,19 +53,30 @@ def caption_vocabulary() -> list[str]:
     return captions + [ZERO_SHOT_TEMPLATE.format(shape=sh) for sh in SHAPES]
 
 
+def shape_prompts() -> list[list[str]]:
+    """The zero-shot prompts of each shape: every caption the data set can say of it, over all
+    templates, sizes and colours (a class embedding is their normalised mean, as CLIP's prompt
+    ensembles are). One prompt naming the shape alone says less than any caption does."""
+    return [
+        [t.format(size=s, colour=c, shape=sh) for t in TEMPLATES for s in SIZES for c in COLOURS]
+        for sh in SHAPES
+    ]
+
+
 def make_shapes(config: ShapesDataConfig, seed: int) -> ShapesData:
     tokenizer = WordTokenizer.from_texts(caption_vocabulary())
     # Separate streams so the eval split does not change when n_train does.
     train_rng, eval_rng = (np.random.default_rng([seed, stream]) for stream in (0, 1))
-    prompts = [ZERO_SHOT_TEMPLATE.format(shape=sh) for sh in SHAPES]
+    prompts = PromptEnsemble.of(tokenizer, shape_prompts())
     return PairedData(
         train=_make_split(config, config.n_train, train_rng, tokenizer),
         eval=_make_split(config, config.n_eval, eval_rng, tokenizer),
         a_input=InputSpec("image", (3, config.image_size, config.image_size)),
         b_input=token_spec(tokenizer),
         class_names=SHAPES,
-        class_inputs=tokenizer.encode_batch(prompts),
-        class_texts=tuple(prompts),
+        class_inputs=prompts.inputs,
+        class_texts=prompts.texts,
+        prompt_class=prompts.owners,
         tokenizer=tokenizer,
         group_names=tuple(BACKGROUNDS)[: config.backgrounds],
     )

@@ -20,14 +20,14 @@ import torch
 
 from trainers.config.data import SpokenCaptionsDataConfig
 from trainers.data.audio_features import load_clips, noisy_log_mels
-from trainers.data.paired import InputSpec, PairedData, text_split, token_spec
+from trainers.data.paired import InputSpec, PairedData, PromptEnsemble, text_split, token_spec
 from trainers.data.shapes import (
     COLOURS,
     SHAPES,
     SIZES,
     TEMPLATES,
-    ZERO_SHOT_TEMPLATE,
     caption_vocabulary,
+    shape_prompts,
 )
 from trainers.data.speech_synthesis import (
     CLIP_FORMAT,
@@ -71,15 +71,16 @@ def make_spoken_captions(config: SpokenCaptionsDataConfig, seed: int) -> PairedD
         name: text_split(spectra[name], d.captions, tokenizer, d.shape_ids, d.voice_ids)
         for name, d in draws.items()
     }
-    prompts = [ZERO_SHOT_TEMPLATE.format(shape=sh) for sh in SHAPES]
+    prompts = PromptEnsemble.of(tokenizer, shape_prompts())
     return PairedData(
         train=splits["train"],
         eval=splits["eval"],
         a_input=InputSpec("audio", (config.n_mels, config.frames)),
         b_input=token_spec(tokenizer),
         class_names=SHAPES,
-        class_inputs=tokenizer.encode_batch(prompts),
-        class_texts=tuple(prompts),
+        class_inputs=prompts.inputs,
+        class_texts=prompts.texts,
+        prompt_class=prompts.owners,
         tokenizer=tokenizer,
         group_names=config.voices,
     )
