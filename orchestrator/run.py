@@ -90,8 +90,9 @@ def _submit_holding_lease(
     holder: Holder,
 ) -> SweepOutcome:
     spec = plan.spec
+    metric = (spec.metric.name, spec.metric.mode)
     sweep = store.upsert_sweep(
-        spec.name, spec.trainer, loaded.text, loaded.spec_hash, (spec.metric.name, spec.metric.mode)
+        spec.name, spec.trainer, loaded.text, loaded.spec_hash, metric, loaded.overrides
     )
     statuses = store.register_trials(spec.name, [_new_trial(t) for t in plan.trials])
     todo = trials_to_run(plan, statuses, settings.rerun_failed)

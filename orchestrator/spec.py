@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +26,7 @@ from pydantic import (
 )
 
 from orchestrator.errors import SpecError
+from orchestrator.overrides import override_problems, with_overrides
 from orchestrator.trainer_registry import TRAINERS, config_paths
 
 DOMAIN_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -111,24 +114,32 @@ class SweepSpec(_Frozen):
 
 @dataclass(frozen=True)
 class LoadedSpec:
-    spec: SweepSpec
-    text: str
+    spec: SweepSpec  # with the overrides applied to its base
+    text: str  # the spec as written
     path: Path
+    overrides: dict[str, Any] = field(default_factory=dict)  # `--set` path -> value
 
     @property
     def spec_hash(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+        """A hash of the spec as written, and of its overrides when there are any."""
+        payload = self.text
+        if self.overrides:
+            payload += json.dumps(self.overrides, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def load_spec(path: Path) -> LoadedSpec:
-    """Read, parse and validate a spec file; every problem found is raised at once."""
-    return load_spec_text(_read_text(path), path)
+def load_spec(path: Path, overrides: Mapping[str, Any] | None = None) -> LoadedSpec:
+    """Read, parse and validate a spec file with `--set` overrides of its base settings;
+    every problem found is raised at once."""
+    return load_spec_text(_read_text(path), path, overrides)
 
 
-def load_spec_text(text: str, path: Path) -> LoadedSpec:
+def load_spec_text(text: str, path: Path, overrides: Mapping[str, Any] | None = None) -> LoadedSpec:
     """Parse and validate spec text; `path` names its source in messages."""
-    data = _parse_yaml(text, path)
-    problems: list[str] = []
+    written = _parse_yaml(text, path)
+    refused = override_problems(written, overrides or {})
+    problems = list(refused.values())
+    data = with_overrides(written, {k: v for k, v in (overrides or {}).items() if k not in refused})
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
@@ -150,7 +161,7 @@ def load_spec_text(text: str, path: Path) -> LoadedSpec:
         problems += _check_search(spec, path)
     if problems or spec is None:
         raise SpecError(problems)
-    return LoadedSpec(spec=spec, text=text, path=path)
+    return LoadedSpec(spec=spec, text=text, path=path, overrides=dict(overrides or {}))
 
 
 def format_validation_error(exc: ValidationError, prefix: str, loc_prefix: str = "") -> list[str]:

@@ -4,8 +4,10 @@ calls one of these and prints; a notebook can call them the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -16,6 +18,8 @@ from orchestrator.settings import MAX_TRIALS_WITHOUT_YES, SubmitSettings
 from orchestrator.spec import LoadedSpec, load_spec, load_spec_text
 from orchestrator.store.repository import ResultsStore, missing_sqlite_file
 
+Overrides = Mapping[str, Any] | None  # `--set` path -> value (orchestrator/overrides.py)
+
 
 @dataclass(frozen=True)
 class PlanPreview:
@@ -25,17 +29,17 @@ class PlanPreview:
     statuses: dict[str, str]
 
 
-def validate(path: Path) -> Plan:
-    """The spec at `path`, checked with every trial it expands to."""
-    return expand(load_spec(path))
+def validate(path: Path, overrides: Overrides = None) -> Plan:
+    """The spec at `path` with `--set` overrides, checked with every trial it expands to."""
+    return expand(load_spec(path, overrides))
 
 
-def preview(path: Path, results_db: str) -> PlanPreview:
+def preview(path: Path, results_db: str, overrides: Overrides = None) -> PlanPreview:
     """The plan and what a submit would do with each trial; refuses warm starts whose source
     has not completed, as submit would."""
     from orchestrator.warm_start import has_warm_starts, resolve_warm_starts
 
-    plan = validate(path)
+    plan = validate(path, overrides)
     statuses: dict[str, str] = {}
     if not missing_sqlite_file(results_db):
         with ResultsStore(results_db) as store:
@@ -47,18 +51,20 @@ def preview(path: Path, results_db: str) -> PlanPreview:
     return PlanPreview(plan, statuses)
 
 
-def submit(path: Path, settings: SubmitSettings, console: Console) -> SweepOutcome:
+def submit(
+    path: Path, settings: SubmitSettings, console: Console, overrides: Overrides = None
+) -> SweepOutcome:
     """Run every trial of the spec not yet completed; the report, if asked for, is written at
     the end whatever happened."""
-    loaded = load_spec(path)
+    loaded = load_spec(path, overrides)
     return _run_with_report(loaded, expand(loaded), settings, console)
 
 
 def resume(sweep: str, settings: SubmitSettings, console: Console) -> SweepOutcome:
     """Go on with an interrupted sweep, from the spec stored with it."""
     with ResultsStore.open_existing(settings.services.results_db) as store:
-        text = store.spec_text(sweep)
-    loaded = load_spec_text(text, Path(f"<stored spec of {sweep}>"))
+        text, overrides = store.stored_spec(sweep)
+    loaded = load_spec_text(text, Path(f"<stored spec of {sweep}>"), overrides)
     return _run_with_report(loaded, expand(loaded), settings, console)
 
 

@@ -36,6 +36,15 @@ Address = Annotated[
     typer.Option("--address", envvar="RAY_ADDRESS", help="Ray cluster address; local Ray if unset"),
 ]
 Storage = Annotated[Path, typer.Option("--storage", help="Ray Tune storage folder")]
+Set = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="override a base setting of the spec: path=value (a YAML value), e.g. "
+        "--set model.init.checkpoint=/data/clip; repeat for more",
+        show_default=False,
+    ),
+]
 RerunFailed = Annotated[
     bool, typer.Option("--rerun-failed", help="also run trials that failed before")
 ]

@@ -15,6 +15,7 @@ from orchestrator.cli.common import (
     MlflowUri,
     RerunFailed,
     ResultsDb,
+    Set,
     SpecArg,
     Storage,
     SweepArg,
@@ -23,6 +24,7 @@ from orchestrator.cli.common import (
     error,
     exit_codes,
 )
+from orchestrator.overrides import parse_overrides
 from orchestrator.settings import MAX_TRIALS_WITHOUT_YES, Services, SubmitSettings
 
 if TYPE_CHECKING:  # importing the runner imports Ray, which only submit and resume need
@@ -42,23 +44,23 @@ ReportDir = Annotated[
 ]
 
 
-def validate(spec: SpecArg) -> None:
+def validate(spec: SpecArg, overrides: Set = None) -> None:
     """Check a spec and every trial it expands to, without running anything."""
     from orchestrator import submit as library
 
     with exit_codes():
-        plan = library.validate(spec)
+        plan = library.validate(spec, parse_overrides(overrides or []))
     console.print(f"{spec}: valid, sweep {plan.spec.name!r} with {len(plan.trials)} trials")
 
 
-def plan(spec: SpecArg, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
+def plan(spec: SpecArg, overrides: Set = None, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
     """Print the trials a spec expands to, and which of them a submit would run."""
     from rich.table import Table
 
     from orchestrator import submit as library
 
     with exit_codes():
-        preview = library.preview(spec, results_db)
+        preview = library.preview(spec, results_db, parse_overrides(overrides or []))
     trials = preview.plan.trials
     title = f"sweep {preview.plan.spec.name}: {len(trials)} trials"
     table = Table(title=title, title_justify="left")
@@ -90,6 +92,7 @@ def _say_how_gpus_are_shared(resources: Resources) -> None:
 
 def submit(
     spec: SpecArg,
+    overrides: Set = None,
     address: Address = None,
     mlflow_uri: MlflowUri = DEFAULT_MLFLOW_URI,
     results_db: ResultsDb = DEFAULT_RESULTS_DB,
@@ -104,7 +107,7 @@ def submit(
     services = Services(mlflow_uri, results_db, storage, address)
     settings = SubmitSettings(services, rerun_failed, yes, report_dir)
     with exit_codes():
-        outcome = library.submit(spec, settings, console)
+        outcome = library.submit(spec, settings, console, parse_overrides(overrides or []))
     _print_outcome(outcome, mlflow_uri)
 
 

@@ -37,6 +37,8 @@ class SweepRow(Base):
     spec_hash: Mapped[str] = mapped_column(String(64))
     metric_name: Mapped[str] = mapped_column(String(64))
     metric_mode: Mapped[str] = mapped_column(String(8))
+    # The `--set path=value` overrides of base settings the sweep was submitted with.
+    overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64))
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

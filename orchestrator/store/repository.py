@@ -82,7 +82,13 @@ class ResultsStore:
     # -- sweeps -------------------------------------------------------------------------------
 
     def upsert_sweep(
-        self, name: str, trainer: str, spec_text: str, spec_hash: str, metric: tuple[str, str]
+        self,
+        name: str,
+        trainer: str,
+        spec_text: str,
+        spec_hash: str,
+        metric: tuple[str, str],
+        overrides: dict[str, Any] | None = None,
     ) -> SweepView:
         with self._session() as s:
             row = s.scalar(select(SweepRow).where(SweepRow.name == name))
@@ -91,6 +97,7 @@ class ResultsStore:
                 s.add(row)
             row.trainer, row.spec_text, row.spec_hash = trainer, spec_text, spec_hash
             row.metric_name, row.metric_mode = metric
+            row.overrides = overrides or None
             s.flush()
             return sweep_view(row)
 
@@ -113,6 +120,16 @@ class ResultsStore:
             if text is None:
                 raise InputError(f"no sweep named {name!r} in the results store")
             return text
+
+    def stored_spec(self, name: str) -> tuple[str, dict[str, Any]]:
+        """The spec text the sweep was last submitted with, and its `--set` overrides."""
+        with self._session() as s:
+            found = s.execute(
+                select(SweepRow.spec_text, SweepRow.overrides).where(SweepRow.name == name)
+            ).first()
+            if found is None:
+                raise InputError(f"no sweep named {name!r} in the results store")
+            return str(found[0]), dict(found[1] or {})
 
     def list_sweeps(self) -> list[SweepView]:
         with self._session() as s:
