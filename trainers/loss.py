@@ -39,6 +39,12 @@ def contrastive_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> t
     gradients and a learned temperature's gradient would all carry that error.
     """
     with torch.autocast(a.device.type, enabled=False):
-        logits = scale.float() * (a.float() @ b.float().T)
+        a, b, scale = (_at_least_float32(x) for x in (a, b, scale))
+        logits = scale * (a @ b.T)
         targets = torch.arange(a.shape[0], device=a.device)
         return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """bf16 and fp16 up to float32; float32 and float64 as they are."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
