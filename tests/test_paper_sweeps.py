@@ -11,6 +11,7 @@ import pytest
 from orchestrator.plan import expand
 from orchestrator.spec import load_spec
 from orchestrator.trainer_registry import TRAINERS
+from tests.helpers import self_contained_sweeps
 from trainers.checkpoint import FolderCheckpoints
 from trainers.config import TrialConfig
 from trainers.config.landscape import LandscapeConfig
@@ -21,7 +22,7 @@ SWEEPS = Path(__file__).parents[1] / "sweeps"
 PAPER_RELU = {1: 0.319, 2: 0.494, 5: 0.754, 10: 0.948}  # Fig. 2b
 
 
-@pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", self_contained_sweeps(), ids=lambda p: p.stem)
 def test_sweep_validates_and_says_what_it_reproduces(path: Path) -> None:
     plan = expand(load_spec(path))
     assert plan.trials and plan.spec.description

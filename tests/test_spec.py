@@ -13,6 +13,7 @@ from orchestrator.cli import app
 from orchestrator.errors import SpecError
 from orchestrator.plan import expand
 from orchestrator.spec import load_spec
+from tests.helpers import self_contained_sweeps
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 
@@ -23,7 +24,7 @@ def problems_of(path: Path) -> list[str]:
     return info.value.problems
 
 
-@pytest.mark.parametrize("spec_file", sorted(SWEEPS.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("spec_file", self_contained_sweeps(), ids=lambda p: p.name)
 def test_shipped_specs_validate(spec_file: Path) -> None:
     plan = expand(load_spec(spec_file))
     assert plan.trials

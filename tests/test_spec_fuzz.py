@@ -17,8 +17,9 @@ from orchestrator.cli import app
 from orchestrator.errors import SpecError
 from orchestrator.plan import expand
 from orchestrator.spec import load_spec
+from tests.helpers import self_contained_sweeps
 
-SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
+SWEEPS = self_contained_sweeps()
 SPECS = [yaml.safe_load(p.read_text()) for p in SWEEPS]
 
 WRONG_VALUES = st.one_of(

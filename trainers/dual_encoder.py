@@ -6,13 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from trainers.checkpoint import CheckpointHook, TrainState
-from trainers.config import PretrainedTextTowerConfig, TrialConfig, steps_for
+from trainers.config import (
+    ClipPretrainedTowerConfig,
+    PretrainedTextTowerConfig,
+    TrialConfig,
+    steps_for,
+)
 from trainers.data.paired import InputSpec, PairedData, PairedSplit
 from trainers.data.registry import make_data
 from trainers.device import (
@@ -112,30 +118,42 @@ def _train(
 
 
 def make_optimiser(model: DualModel, config: TrialConfig) -> torch.optim.Optimizer:
-    """Adam over both towers and a learned temperature; the temperature has a group of its own
-    only when `loss.temperature_lr` gives it its own rate, so older checkpoints still load."""
+    """Adam over what trains of both towers and a learned temperature. Parts get groups of
+    their own only when they have rates of their own (a tower's `lr`, `loss.temperature_lr`),
+    so the checkpoints of trials without them keep loading."""
     # The fused kernel updates every parameter in one pass (benchmarks/README.md has its cost),
     # and its state_dict is the same as the default implementation's, so checkpoints of either
     # load into the other.
-    parameters = model.parameters()
-    if config.loss.temperature_lr is not None:
-        temperature = model.temperature.log_scale
-        towers = [p for p in parameters if p is not temperature]
-        parameters_by_group = [towers, [temperature]]
-    else:
-        parameters_by_group = [parameters]
     groups = [
         {"params": params, "lr": lr}
-        for params, lr in zip(parameters_by_group, _group_rates(config), strict=True)
+        for params, lr in zip(_parameter_groups(model, config), _group_rates(config), strict=True)
     ]
     return torch.optim.Adam(groups, weight_decay=config.optim.weight_decay, fused=True)
 
 
+def _tower_rates(config: TrialConfig) -> tuple[float | None, float | None]:
+    return getattr(config.model.image, "lr", None), getattr(config.model.text, "lr", None)
+
+
+def _parameter_groups(model: DualModel, config: TrialConfig) -> list[list[nn.Parameter]]:
+    trainable = model.parameters()
+    temperature = model.temperature.log_scale
+    if _tower_rates(config) != (None, None):
+        kept = {id(p) for p in trainable}
+        towers = [[p for p in t.parameters() if id(p) in kept] for t in (model.image, model.text)]
+        return [*towers, [temperature]]
+    if config.loss.temperature_lr is not None:
+        return [[p for p in trainable if p is not temperature], [temperature]]
+    return [trainable or [temperature]]  # all frozen: a trial that only measures
+
+
 def _group_rates(config: TrialConfig) -> list[float]:
     """The base learning rate of each of make_optimiser's groups, in order."""
-    if config.loss.temperature_lr is None:
-        return [config.optim.lr]
-    return [config.optim.lr, config.loss.temperature_lr]
+    lr, temperature_lr = config.optim.lr, config.loss.temperature_lr
+    image_lr, text_lr = _tower_rates(config)
+    if (image_lr, text_lr) != (None, None):
+        return [image_lr or lr, text_lr or lr, temperature_lr or lr]
+    return [lr] if temperature_lr is None else [lr, temperature_lr]
 
 
 def warm_up(optimiser: torch.optim.Optimizer, config: TrialConfig, step: int) -> None:
@@ -195,11 +213,14 @@ class _LossWindow:
 
 def load_data(config: TrialConfig) -> PairedData:
     """The trial's data, with captions re-tokenised for a pretrained text tower."""
-    data = make_data(config.data, config.seed)
-    if isinstance(config.model.text, PretrainedTextTowerConfig):
-        from trainers.towers.pretrained import retokenize
+    from trainers.towers.pretrained import pretrained_folder, retokenize
 
-        data = retokenize(data, config.model.text)
+    data = make_data(config.data, config.seed)
+    text = config.model.text
+    if isinstance(text, PretrainedTextTowerConfig):
+        data = retokenize(data, pretrained_folder(text))
+    elif isinstance(text, ClipPretrainedTowerConfig) and text.path is not None:
+        data = retokenize(data, Path(text.path).expanduser())
     return data
 
 

@@ -22,6 +22,7 @@ from trainers.config.data import (
 from trainers.config.landscape import LandscapeConfig
 from trainers.config.towers import (
     AudioTowerConfig,
+    ClipPretrainedTowerConfig,
     ClipTextTowerConfig,
     ClipVisionTowerConfig,
     CNNTowerConfig,
@@ -46,6 +47,7 @@ from trainers.config.trial import (
 __all__ = [
     "AudioTowerConfig",
     "CNNTowerConfig",
+    "ClipPretrainedTowerConfig",
     "ClipTextTowerConfig",
     "ClipVisionTowerConfig",
     "DataConfig",

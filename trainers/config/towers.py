@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from trainers.config.base import FrozenModel, tag_or_default
+from trainers.config.clip_folder import clip_folder_problem
 
 
 class CNNTowerConfig(FrozenModel):
@@ -119,9 +120,38 @@ class GraphTowerConfig(FrozenModel):
     num_layers: int = Field(2, ge=1, le=8, description="rounds of message passing")
 
 
+class ClipPretrainedTowerConfig(FrozenModel):
+    """One tower of a pretrained CLIP read from a local transformers folder
+    (`CLIPModel.from_pretrained(path, local_files_only=True)`): on the image side its vision
+    transformer and visual projection, images resized, cropped and normalised as its image
+    processor says; on the text side its text transformer and text projection, the captions
+    re-encoded by its own tokenizer. Nothing is downloaded."""
+
+    kind: Literal["clip_pretrained"] = "clip_pretrained"
+    path: str | None = Field(
+        None,
+        min_length=1,
+        description="the CLIP folder (config, weights, preprocessor_config.json, tokenizer);"
+        " on the text side, unset means the image side's",
+    )
+    train: Literal["all", "projection", "last_blocks", "none"] = Field(
+        "all", description="what of the tower trains: all, its projection, its last blocks, none"
+    )
+    last_blocks: int = Field(1, ge=1, le=64, description="transformer blocks that train")
+    lr: float | None = Field(None, gt=0.0, le=10.0, description="this tower's learning rate")
+
+    @field_validator("path")
+    @classmethod
+    def _a_clip_folder(cls, path: str | None) -> str | None:
+        problem = None if path is None else clip_folder_problem(path)
+        if problem is not None:
+            raise ValueError(problem)
+        return path
+
+
 _TOWER_ERROR = (
     "unknown tower kind; known: cnn, vit, clip_vision, text_transformer, clip_text, mlp, "
-    "pretrained_text, audio_cnn, graph_mpnn"
+    "pretrained_text, clip_pretrained, audio_cnn, graph_mpnn"
 )
 
 _TOWERS = (
@@ -132,6 +162,7 @@ _TOWERS = (
     | Annotated[ClipTextTowerConfig, Tag("clip_text")]
     | Annotated[MLPTowerConfig, Tag("mlp")]
     | Annotated[PretrainedTextTowerConfig, Tag("pretrained_text")]
+    | Annotated[ClipPretrainedTowerConfig, Tag("clip_pretrained")]
     | Annotated[AudioTowerConfig, Tag("audio_cnn")]
     | Annotated[GraphTowerConfig, Tag("graph_mpnn")]
 )
@@ -143,6 +174,7 @@ TowerConfig = (
     | ClipTextTowerConfig
     | MLPTowerConfig
     | PretrainedTextTowerConfig
+    | ClipPretrainedTowerConfig
     | AudioTowerConfig
     | GraphTowerConfig
 )

@@ -14,9 +14,11 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from trainers.config.base import FrozenModel, added_field
+from trainers.config.clip_folder import fill_from_clip_folder, read_clip_folder
 from trainers.config.data import DataConfig, ShapesDataConfig
 from trainers.config.pairs import PairName, apply_pair
 from trainers.config.towers import (
+    ClipPretrainedTowerConfig,
     CNNTowerConfig,
     ImageTowerConfig,
     MLPTowerConfig,
@@ -65,6 +67,25 @@ class ModelConfig(FrozenModel):
                 raise ValueError(
                     f"{side}: an mlp without projection outputs its width {tower.width}; "
                     f"set width to embed_dim {self.embed_dim} or projection: true"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _clip_towers_fit(self) -> ModelConfig:
+        for side in ("image", "text"):
+            tower = getattr(self, side)
+            if not isinstance(tower, ClipPretrainedTowerConfig):
+                continue
+            if tower.path is None:
+                raise ValueError(
+                    f"{side}: a clip_pretrained tower needs path, its CLIP folder "
+                    f"(--set model.{side}.path=FOLDER)"
+                )
+            size = read_clip_folder(tower.path).projection_dim
+            if size != self.embed_dim:
+                raise ValueError(
+                    f"embed_dim {self.embed_dim} does not fit the CLIP folder {tower.path}, "
+                    f"whose projections give {size}; leave embed_dim out (or set it to {size})"
                 )
         return self
 
@@ -126,10 +147,10 @@ class TrialConfig(FrozenModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _fill_pair(cls, raw: Any) -> Any:
+    def _fill_pair_and_checkpoint(cls, raw: Any) -> Any:
         if isinstance(raw, dict) and raw.get("pair") is not None:
-            return apply_pair(raw)
-        return raw
+            raw = apply_pair(raw)
+        return fill_from_clip_folder(raw) if isinstance(raw, dict) else raw
 
     @property
     def init_seed(self) -> int:

@@ -16,9 +16,14 @@ PAD_ID = 0  # the word tokenizer's [PAD]; the pretrained towers' tokenizers use 
 def attention_bias(tokens: torch.Tensor, causal: bool) -> torch.Tensor:
     """(B, 1, L, L) bias over (query, key) of token ids (B, L) padded with PAD_ID: padded keys
     are masked, and with `causal` every later key too (CLIP's text transformer)."""
-    length = tokens.shape[1]
-    keep = (tokens != PAD_ID)[:, None, None, :].expand(-1, 1, length, length)
+    return bias_of(tokens != PAD_ID, causal)
+
+
+def bias_of(real: torch.Tensor, causal: bool) -> torch.Tensor:
+    """The bias of `attention_bias` from a (B, L) mask of the real (not padding) positions."""
+    length = real.shape[1]
+    keep = real[:, None, None, :].expand(-1, 1, length, length)
     if causal:
-        keep = keep & torch.ones(length, length, dtype=torch.bool, device=tokens.device).tril()
-    bias = torch.zeros(keep.shape, dtype=torch.float32, device=tokens.device)
+        keep = keep & torch.ones(length, length, dtype=torch.bool, device=real.device).tril()
+    bias = torch.zeros(keep.shape, dtype=torch.float32, device=real.device)
     return bias.masked_fill(~keep, torch.finfo(torch.float32).min)

@@ -68,15 +68,17 @@ class PretrainedTextTower(nn.Module):
         return F.normalize(self.proj(pooled), dim=-1)
 
 
-def retokenize(data: PairedData, config: PretrainedTextTowerConfig) -> PairedData:
-    """The data with tower b's inputs re-encoded by the pretrained model's own tokenizer."""
+def retokenize(data: PairedData, folder: Path) -> PairedData:
+    """The data with tower b's inputs re-encoded by the tokenizer of the pretrained model in
+    `folder` (pretrained_text, clip_pretrained), padded to the longest caption it can read."""
     from transformers import AutoTokenizer
 
     if data.train.b_texts is None or data.eval.b_texts is None:
-        raise DataError("pretrained_text reads captions, but this data set has none on side b")
-    tokenizer = AutoTokenizer.from_pretrained(str(pretrained_folder(config)))
+        raise DataError(f"{folder}: a pretrained text tower reads captions; this data has none")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     texts = [*data.train.b_texts, *data.eval.b_texts, *(data.class_texts or ())]
-    length = max(len(ids) for ids in tokenizer(texts)["input_ids"])
+    longest = max(len(ids) for ids in tokenizer(texts)["input_ids"])
+    length = min(longest, int(tokenizer.model_max_length))  # CLIP reads 77 tokens at most
 
     def encode(batch: tuple[str, ...]) -> torch.Tensor:
         out = tokenizer(list(batch), padding="max_length", max_length=length, truncation=True)

@@ -34,6 +34,12 @@ def _pretrained(config: Any, spec: InputSpec, embed_dim: int) -> nn.Module:
     return PretrainedTextTower(config, embed_dim)
 
 
+def _clip_pretrained(config: Any, spec: InputSpec, embed_dim: int) -> nn.Module:
+    from trainers.towers.clip_pretrained import build_clip_pretrained
+
+    return build_clip_pretrained(config, spec, embed_dim)
+
+
 # kind -> (builder, the input kinds it reads)
 TOWERS: dict[str, tuple[Builder, tuple[str, ...]]] = {
     "cnn": (CNNTower, ("image",)),
@@ -43,6 +49,7 @@ TOWERS: dict[str, tuple[Builder, tuple[str, ...]]] = {
     "clip_text": (ClipTextTower, ("tokens",)),
     "mlp": (MLPTower, ("vector", "image")),
     "pretrained_text": (_pretrained, ("tokens",)),
+    "clip_pretrained": (_clip_pretrained, ("image", "tokens")),
     "audio_cnn": (AudioTower, ("audio",)),
     "graph_mpnn": (GraphTower, ("graph",)),
 }
