@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
-from orchestrator.errors import InputError
+from orchestrator.errors import GapsweepError, InputError
 from orchestrator.plan import Plan, expand
 from orchestrator.run import SweepOutcome, run_sweep
 from orchestrator.settings import MAX_TRIALS_WITHOUT_YES, SubmitSettings
@@ -74,13 +74,24 @@ def _run_with_report(
     try:
         return _run(loaded, plan, settings, console)
     finally:
-        results_db = settings.services.results_db
-        if settings.report_dir is not None and not missing_sqlite_file(results_db):
+        if settings.report_dir is not None and _stored(plan.spec.name, settings):
             from orchestrator.report.build import write_report
 
-            mlflow_uri = settings.services.mlflow_uri
+            mlflow_uri, results_db = settings.services.mlflow_uri, settings.services.results_db
             page, _ = write_report(plan.spec.name, settings.report_dir, results_db, mlflow_uri)
             console.print(f"report: {page}")
+
+
+def _stored(sweep: str, settings: SubmitSettings) -> bool:
+    """Whether the sweep got as far as the store (a run refused before has no report)."""
+    results_db = settings.services.results_db
+    if missing_sqlite_file(results_db):
+        return False
+    try:
+        with ResultsStore(results_db) as store:
+            return store.get_sweep(sweep) is not None
+    except GapsweepError:
+        return False  # the store is what failed: the error in flight says so
 
 
 def _run(
