@@ -1,6 +1,7 @@
-"""Zero-shot classification with prompt ensembles: a class embedding is the normalised mean of
-the embeddings of its prompts (every caption the data set can say of the class), checked
-against an independent NumPy computation, and recorded with the trial."""
+"""Zero-shot classification with prompt ensembles: the phrasings of one variant of a class are
+averaged and renormalised (CLIP's ensemble), a class's variants (every size and colour of a
+shape) are alternatives, and an image takes the class of its closest variant. Checked against
+an independent NumPy computation, and recorded with the trial."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ def test_each_shape_is_prompted_by_every_caption_that_names_it() -> None:
     for shape, prompts in by_class.items():
         assert len(prompts) == 2 * len(SIZES) * len(COLOURS)
         assert all(p.endswith(f" {shape}") for p in prompts)
+    assert data.prompt_variant is not None  # a variant per size and colour, in two phrasings
+    assert torch.bincount(data.prompt_variant).tolist() == [2] * (len(SHAPES) * 12)
     captions = set(data.train.b_texts or ()) | set(data.eval.b_texts or ())
     assert captions <= set().union(*by_class.values())  # the prompts cover what is said
 
@@ -43,25 +46,34 @@ def test_digits_prompt_with_their_caption_templates() -> None:
 
 def test_ensemble_zero_shot_equals_an_independent_numpy_computation() -> None:
     rng = np.random.default_rng(0)
-    n, d, classes, per_class = 300, 16, 5, 7
+    n, d, classes, variants, phrasings = 300, 16, 5, 3, 4
 
     def unit(x: np.ndarray) -> np.ndarray:
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     a, b = unit(rng.normal(size=(n, d))), unit(rng.normal(size=(n, d)))
     labels = rng.integers(classes, size=n)
-    prompts = unit(rng.normal(size=(classes * per_class, d)) + np.repeat(a[:classes], per_class, 0))
-    owners = np.repeat(np.arange(classes), per_class)
-    expected_classes = unit(np.stack([prompts[owners == k].mean(axis=0) for k in range(classes)]))
-    expected = float(np.mean(np.argmax(a @ expected_classes.T, axis=1) == labels))
+    rows = classes * variants * phrasings
+    prompts = unit(rng.normal(size=(rows, d)) + np.repeat(a[: classes * variants], phrasings, 0))
+    owners = np.repeat(np.arange(classes), variants * phrasings)
+    variant = np.repeat(np.arange(classes * variants), phrasings)
+    centres = unit(
+        np.stack([prompts[variant == v].mean(axis=0) for v in range(classes * variants)])
+    )
+    scores = a @ centres.T  # the best variant of each class is the class's score
+    best = np.stack(
+        [scores[:, k * variants : (k + 1) * variants].max(axis=1) for k in range(classes)]
+    )
+    expected = float(np.mean(best.argmax(axis=0) == labels))
 
     def t(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(x).float()
 
-    class_b = class_embeddings(t(prompts), torch.from_numpy(owners))
+    targets = class_embeddings(t(prompts), torch.from_numpy(owners), torch.from_numpy(variant))
     split = PairedSplit(t(a), t(b), torch.arange(n), labels=torch.from_numpy(labels))
-    metrics = evaluate(Embeddings(t(a), t(b)), split, class_b, torch.tensor(10.0), 32)
-    assert np.allclose(class_b.numpy(), expected_classes, atol=1e-6)
+    metrics = evaluate(Embeddings(t(a), t(b)), split, targets, torch.tensor(10.0), 32)
+    assert np.allclose(targets.vectors.numpy(), centres, atol=1e-6)
+    assert targets.classes.tolist() == np.repeat(np.arange(classes), variants).tolist()
     assert metrics["zero_shot_acc"] == pytest.approx(expected, abs=1e-6)  # float32 mean
 
 
@@ -70,6 +82,7 @@ def test_a_trial_records_the_prompts_it_used(tiny_base: dict[str, Any], tmp_path
     train_dual_encoder(config, lambda s, m: None, FolderCheckpoints(tmp_path))
     arrays = load_embeddings(tmp_path)
     names, prompts, owners = arrays["class_names"], arrays["class_prompts"], arrays["prompt_class"]
-    assert names.tolist() == list(SHAPES) and arrays["class_b"].shape[0] == len(SHAPES)
+    assert names.tolist() == list(SHAPES) and arrays["class_b"].shape[0] == 12 * len(SHAPES)
+    assert np.bincount(arrays["class_b_class"]).tolist() == [12] * len(SHAPES)
     assert len(prompts) == len(owners) == 24 * len(SHAPES)
     assert "a large red circle" in prompts[owners == 0].tolist()

@@ -22,7 +22,9 @@ STATE_FILE = "state.pt"
 FORMAT_VERSION = 1
 # Beside the final state: the final eval-split embeddings, for reports and 2-D maps. Arrays `a`,
 # `b` (N, d) float32 L2-normalised; where the data has them, `labels`, `groups` (N,) int64 and
-# `class_b` (classes, d), tower b's embedding of one prompt per class.
+# `class_b` (variants, d), tower b's zero-shot targets, and `class_b_class` (variants,) the class
+# of each (trainers/evaluate.py), with the prompts behind them (`class_names`, `class_prompts`,
+# `prompt_class`).
 EMBEDDINGS_FILE = "embeddings.npz"
 
 

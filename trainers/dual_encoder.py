@@ -30,7 +30,14 @@ from trainers.device import (
     tower_autocast,
 )
 from trainers.errors import DataError, NonFiniteLossError
-from trainers.evaluate import Embeddings, class_embeddings, embed, embed_tokens, evaluate
+from trainers.evaluate import (
+    ClassEmbeddings,
+    Embeddings,
+    class_embeddings,
+    embed,
+    embed_tokens,
+    evaluate,
+)
 from trainers.evaluate_shift import shift_summary, shift_table
 from trainers.loss import Temperature, contrastive_loss
 from trainers.towers.init import close_gap_by_procrustes, warm_start
@@ -352,7 +359,7 @@ def _evaluate(
         )
         if inputs.class_b is not None:
             prompts = _embed_b(model.text, inputs.class_b, batch)
-            class_b = class_embeddings(prompts, data.prompt_class)
+            class_b = class_embeddings(prompts, data.prompt_class, data.prompt_variant)
     scale = model.temperature.scale()
     metrics = evaluate(emb, data.eval, class_b, scale, config.optim.batch_size)
     metrics["temperature"] = model.temperature.value()
@@ -371,11 +378,16 @@ def _embed_b(tower: nn.Module, inputs: torch.Tensor, batch_size: int) -> torch.T
 
 
 def _arrays(
-    emb: Embeddings, data: PairedData, class_b: torch.Tensor | None
+    emb: Embeddings, data: PairedData, class_b: ClassEmbeddings | None
 ) -> dict[str, np.ndarray]:
     arrays = {"a": emb.a.numpy(), "b": emb.b.numpy()}
-    optional = {"labels": data.eval.labels, "groups": data.eval.groups, "class_b": class_b}
+    optional = {"labels": data.eval.labels, "groups": data.eval.groups}
     arrays |= {name: t.numpy() for name, t in optional.items() if t is not None}
+    if class_b is not None:
+        arrays["class_b"], arrays["class_b_class"] = (
+            class_b.vectors.numpy(),
+            class_b.classes.numpy(),
+        )
     if class_b is not None and data.class_texts:  # which prompts made each class embedding
         owners = data.prompt_class
         arrays["class_names"] = np.array(data.class_names, dtype=str)

@@ -15,6 +15,18 @@ from trainers.loss import contrastive_loss
 
 
 @dataclass(frozen=True)
+class ClassEmbeddings:
+    """Zero-shot targets on tower b's side: one unit row per class variant, and its class."""
+
+    vectors: torch.Tensor  # (variants, d)
+    classes: torch.Tensor  # (variants,) int64
+
+    def predict(self, a: torch.Tensor) -> torch.Tensor:
+        """The class of each row of `a`: that of its most similar variant."""
+        return self.classes[(a @ self.vectors.T).argmax(dim=1)]
+
+
+@dataclass(frozen=True)
 class Embeddings:
     a: torch.Tensor  # first tower (images), L2-normalised, float32 on the CPU
     b: torch.Tensor  # second tower (captions)
@@ -51,11 +63,11 @@ def embed_tokens(tower: nn.Module, tokens: torch.Tensor, batch_size: int) -> tor
 def evaluate(
     emb: Embeddings,
     split: PairedSplit,
-    class_text: torch.Tensor | None,
+    class_text: ClassEmbeddings | None,
     scale: torch.Tensor,
     batch_size: int,
 ) -> dict[str, float]:
-    """All eval metrics from precomputed embeddings; `class_text` are the class prompts' embeddings
+    """All eval metrics from precomputed embeddings; `class_text` are the class prompts'
     (None: where the split has labels, each class's mean tower-b embedding stands in).
 
     The loss is InfoNCE over eval batches of the training batch size, since its value depends
@@ -69,15 +81,15 @@ def evaluate(
 def _metrics(
     emb: Embeddings,
     split: PairedSplit,
-    class_text: torch.Tensor | None,
+    class_text: ClassEmbeddings | None,
     scale: torch.Tensor,
     batch_size: int,
 ) -> dict[str, float]:
     metrics = gap_metrics(emb.a, emb.b)
     metrics["loss"] = _batched_loss(emb, scale.detach().cpu().float(), batch_size)
     if split.labels is not None:
-        classes = class_text if class_text is not None else class_means(emb.b, split.labels)
-        hits = (emb.a @ classes.T).argmax(dim=1) == split.labels
+        targets = class_text if class_text is not None else class_embeddings(emb.b, split.labels)
+        hits = targets.predict(emb.a) == split.labels
         metrics["zero_shot_acc"] = float(hits.float().mean())
         if split.groups is not None:
             metrics |= group_accuracy(hits, split.groups)
@@ -87,10 +99,17 @@ def _metrics(
     return metrics
 
 
-def class_embeddings(prompts: torch.Tensor, owners: torch.Tensor | None) -> torch.Tensor:
-    """(classes, d): each class's prompt embeddings averaged and renormalised (CLIP's prompt
-    ensemble); with no `owners`, row k is already class k."""
-    return prompts if owners is None else class_means(prompts, owners)
+def class_embeddings(
+    prompts: torch.Tensor, owners: torch.Tensor | None, variants: torch.Tensor | None = None
+) -> ClassEmbeddings:
+    """The prompts of each variant averaged and renormalised (CLIP's prompt ensemble), with
+    the class that `owners` gives each prompt; with no `variants`, a class is one variant; with
+    no `owners`, row k is already class k."""
+    if owners is None:
+        return ClassEmbeddings(prompts, torch.arange(prompts.shape[0]))
+    variants = owners if variants is None else variants
+    classes = torch.zeros(int(variants.max()) + 1, dtype=torch.int64)
+    return ClassEmbeddings(class_means(prompts, variants), classes.index_copy_(0, variants, owners))
 
 
 def class_means(b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

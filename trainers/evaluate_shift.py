@@ -12,16 +12,24 @@ F64 = npt.NDArray[np.float64]
 
 
 def shifted_accuracy(
-    a: F64, b: F64, class_b: F64, labels: npt.NDArray[np.int64], lam: float
+    a: F64,
+    b: F64,
+    class_b: F64,
+    labels: npt.NDArray[np.int64],
+    lam: float,
+    class_of: npt.NDArray[np.int64] | None = None,
 ) -> npt.NDArray[np.bool_]:
     """Per pair: is its image's nearest class prompt its class, after shifting the gap by λ?
 
-    The class prompts live on tower b's side, so they move with the captions.
+    The class prompts live on tower b's side, so they move with the captions. `class_of` is
+    the class of each row of `class_b` (a class's variants, trainers/evaluate.py); row k is
+    class k without it.
     """
     g = gap_direction(a.mean(axis=0), b.mean(axis=0))
     a_new, _ = shift_pairs(a, a, lam, g)
     _, prompts = shift_pairs(class_b, class_b, lam, g)
-    hits: npt.NDArray[np.bool_] = np.argmax(a_new @ prompts.T, axis=1) == labels
+    nearest = np.argmax(a_new @ prompts.T, axis=1)
+    hits: npt.NDArray[np.bool_] = (nearest if class_of is None else class_of[nearest]) == labels
     return hits
 
 
@@ -41,7 +49,8 @@ def shift_table(
         class_b = np.stack([b[labels == k].mean(axis=0) for k in range(int(labels.max()) + 1)])
     groups = arrays.get("groups")
     for row, lam in zip(rows, lambdas, strict=True):
-        hits = shifted_accuracy(a, b, class_b.astype(np.float64), labels, lam)
+        class_of = arrays.get("class_b_class")
+        hits = shifted_accuracy(a, b, class_b.astype(np.float64), labels, lam, class_of)
         row["zero_shot_acc"] = float(hits.mean())
         if groups is not None:
             accs = [float(hits[groups == g].mean()) for g in np.unique(groups)]

@@ -42,7 +42,7 @@ def make_digits(config: DigitsDataConfig, seed: int) -> PairedData:
     vocabulary = [t.format(w=w) for t in TEMPLATES for w in WORDS] + prompts
     tokenizer = WordTokenizer.from_texts(vocabulary)
     # Every caption template of a digit, as its prompt ensemble.
-    ensemble = PromptEnsemble.of(tokenizer, [[t.format(w=w) for t in TEMPLATES] for w in WORDS])
+    ensemble = PromptEnsemble.of(tokenizer, [[[t.format(w=w) for t in TEMPLATES]] for w in WORDS])
     rng = np.random.default_rng([seed, 3])
 
     def split(idx: np.ndarray) -> tuple[torch.Tensor, list[str]]:
@@ -64,6 +64,7 @@ def make_digits(config: DigitsDataConfig, seed: int) -> PairedData:
         class_inputs=ensemble.inputs,
         class_texts=ensemble.texts,
         prompt_class=ensemble.owners,
+        prompt_variant=ensemble.variants,
         tokenizer=tokenizer,
     )
 

@@ -62,14 +62,17 @@ class PairedData:
     a_input: InputSpec
     b_input: InputSpec
     class_names: tuple[str, ...] = ()
-    # Tower-b inputs of the class prompts for zero-shot classification: one row per prompt,
-    # several per class where `prompt_class` (the class of each row) is given, as in CLIP's
-    # prompt ensembles; row k is class k where it is not.
+    # Tower-b inputs of the class prompts for zero-shot classification, one row per prompt.
+    # With `prompt_class` (the class of each row), a class has several: rows of one
+    # `prompt_variant` say one thing in different words and are averaged, as CLIP's prompt
+    # ensembles are; a class's variants are alternatives ("a small red circle", "a large blue
+    # circle"), and the one an image is closest to counts. Without them, row k is class k.
     class_inputs: torch.Tensor | None = None
     class_texts: tuple[str, ...] | None = None
     tokenizer: WordTokenizer | None = None
     group_names: tuple[str, ...] = ()
     prompt_class: torch.Tensor | None = None
+    prompt_variant: torch.Tensor | None = None
 
     def with_b_inputs(
         self,
@@ -91,19 +94,30 @@ class PairedData:
 @dataclass(frozen=True)
 class PromptEnsemble:
     """Class prompts as PairedData holds them: `inputs` and `texts` one row per prompt,
-    `owners` the class of each row."""
+    `owners` the class and `variants` the variant of each row."""
 
     inputs: torch.Tensor
     texts: tuple[str, ...]
     owners: torch.Tensor
+    variants: torch.Tensor
 
     @classmethod
-    def of(cls, tokenizer: WordTokenizer, prompts: Sequence[Sequence[str]]) -> PromptEnsemble:
-        """`prompts[k]`: the texts of class k."""
-        texts = [text for per_class in prompts for text in per_class]
-        owners = [k for k, per_class in enumerate(prompts) for _ in per_class]
+    def of(
+        cls, tokenizer: WordTokenizer, prompts: Sequence[Sequence[Sequence[str]]]
+    ) -> PromptEnsemble:
+        """`prompts[k][v]`: the phrasings of variant v of class k."""
+        rows = [
+            (text, k, v)
+            for k, variants in enumerate(prompts)
+            for v, phrasings in enumerate(variants)
+            for text in phrasings
+        ]
+        ids = {key: i for i, key in enumerate(dict.fromkeys((k, v) for _, k, v in rows))}
         return cls(
-            tokenizer.encode_batch(texts), tuple(texts), torch.tensor(owners, dtype=torch.int64)
+            tokenizer.encode_batch([text for text, _, _ in rows]),
+            tuple(text for text, _, _ in rows),
+            torch.tensor([k for _, k, _ in rows], dtype=torch.int64),
+            torch.tensor([ids[k, v] for _, k, v in rows], dtype=torch.int64),
         )
 
 

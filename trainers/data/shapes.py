@@ -53,12 +53,13 @@ def caption_vocabulary() -> list[str]:
     return captions + [ZERO_SHOT_TEMPLATE.format(shape=sh) for sh in SHAPES]
 
 
-def shape_prompts() -> list[list[str]]:
-    """The zero-shot prompts of each shape: every caption the data set can say of it, over all
-    templates, sizes and colours (a class embedding is their normalised mean, as CLIP's prompt
-    ensembles are). One prompt naming the shape alone says less than any caption does."""
+def shape_prompts() -> list[list[list[str]]]:
+    """The zero-shot prompts of each shape: every caption the data set can say of it, one
+    variant per size and colour, each in every template (phrasings averaged, variants as
+    alternatives: trainers/data/paired.py). One prompt naming the shape alone says less than
+    any caption does, and the mean over colours and sizes blurs what the captions tell apart."""
     return [
-        [t.format(size=s, colour=c, shape=sh) for t in TEMPLATES for s in SIZES for c in COLOURS]
+        [[t.format(size=s, colour=c, shape=sh) for t in TEMPLATES] for s in SIZES for c in COLOURS]
         for sh in SHAPES
     ]
 
@@ -77,6 +78,7 @@ def make_shapes(config: ShapesDataConfig, seed: int) -> ShapesData:
         class_inputs=prompts.inputs,
         class_texts=prompts.texts,
         prompt_class=prompts.owners,
+        prompt_variant=prompts.variants,
         tokenizer=tokenizer,
         group_names=tuple(BACKGROUNDS)[: config.backgrounds],
     )

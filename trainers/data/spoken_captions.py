@@ -81,6 +81,7 @@ def make_spoken_captions(config: SpokenCaptionsDataConfig, seed: int) -> PairedD
         class_inputs=prompts.inputs,
         class_texts=prompts.texts,
         prompt_class=prompts.owners,
+        prompt_variant=prompts.variants,
         tokenizer=tokenizer,
         group_names=config.voices,
     )
