@@ -125,7 +125,7 @@ def run_trial(
     key = param_space["trial_key"]
     entry = TRAINERS[trainer]
     config = entry.config_model.model_validate_json(configs[key])
-    gpus = _match_threads_to_cpus()
+    gpus = _take_assigned_resources()
     placement = Placement(
         node_id=ray.get_runtime_context().get_node_id(),
         host=socket.gethostname(),
@@ -175,9 +175,9 @@ class _Reporter:
         self.checkpoints.report(result.to_tune())
 
 
-def _match_threads_to_cpus() -> float:
-    """Give torch as many threads as the trial has CPUs; returns the share of a GPU Ray gave it
-    (0: none; the trainer then stays on the CPU whatever the process can see)."""
+def _take_assigned_resources() -> float:
+    """Give torch as many threads as Ray gave the trial CPUs; returns the share of a GPU Ray
+    gave it (0: none; the trainer then stays on the CPU whatever the process can see)."""
     # A trial given 1 CPU should not spawn a thread per core and fight its neighbours.
     import torch
 

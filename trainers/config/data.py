@@ -6,6 +6,7 @@ Every data set has `n_train` and `n_eval` so that sizes can be swept across data
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
@@ -229,12 +230,44 @@ class SpokenCaptionsDataConfig(FrozenModel):
         return self
 
 
+class ImageFolderDataConfig(FrozenModel):
+    """The user's labelled images, one subfolder per class (torchvision's ImageFolder layout),
+    each paired with a caption naming its class in one of `templates`; zero-shot prompts every
+    class with all of them (CLIP's prompt ensemble)."""
+
+    name: Literal["image_folder"] = "image_folder"
+    root: str = Field(min_length=1, description="folder of class subfolders of images")
+    image_size: int = Field(32, ge=8, le=512, description="images are resized to this square")
+    templates: tuple[str, ...] = Field(
+        ("a photo of a {}.", "a blurry photo of a {}.", "a photo of the {}.", "itap of a {}."),
+        min_length=1,
+        max_length=100,
+        description="prompt templates; {} is the class name (the folder's, _ read as a space)",
+    )
+    n_train: int | None = Field(None, ge=8, description="training images (default: the rest)")
+    n_eval: int = Field(64, ge=8, description="held-out images")
+
+    @model_validator(mode="after")
+    def _classes_and_templates(self) -> ImageFolderDataConfig:
+        bad = [t for t in self.templates if t.count("{}") != 1]
+        if bad:
+            raise ValueError(f"templates {bad} must each hold one {{}} for the class name")
+        folder = Path(self.root).expanduser()
+        if not folder.is_dir():
+            raise ValueError(f"root {folder}: no such folder")
+        classes = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        if len(classes) < 2:
+            raise ValueError(f"root {folder}: needs a subfolder per class, found {len(classes)}")
+        return self
+
+
 DataConfig = Annotated[
     Annotated[ShapesDataConfig, Tag("shapes")]
     | Annotated[DigitsDataConfig, Tag("digits")]
     | Annotated[GaussianDataConfig, Tag("gaussian")]
     | Annotated[PairedFeaturesDataConfig, Tag("paired_features")]
     | Annotated[ImageTextDataConfig, Tag("image_text")]
+    | Annotated[ImageFolderDataConfig, Tag("image_folder")]
     | Annotated[KnowledgeGraphDataConfig, Tag("knowledge_graph")]
     | Annotated[SpokenCaptionsDataConfig, Tag("spoken_captions")],
     Discriminator(
@@ -242,7 +275,7 @@ DataConfig = Annotated[
         custom_error_type="unknown_dataset",
         custom_error_message=(
             "unknown data set; known: shapes, digits, gaussian, paired_features, image_text, "
-            "knowledge_graph, spoken_captions"
+            "image_folder, knowledge_graph, spoken_captions"
         ),
     ),
 ]

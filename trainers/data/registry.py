@@ -9,6 +9,7 @@ from typing import Any
 from trainers.config.data import DataConfig
 from trainers.data.digits import make_digits
 from trainers.data.gaussian import make_gaussian
+from trainers.data.image_folder import make_image_folder
 from trainers.data.image_text import make_image_text
 from trainers.data.knowledge_graph import make_knowledge_graph
 from trainers.data.paired import PairedData
@@ -22,6 +23,7 @@ DATASETS: dict[str, Callable[[Any, int], PairedData]] = {
     "gaussian": make_gaussian,
     "paired_features": make_paired_features,
     "image_text": make_image_text,
+    "image_folder": make_image_folder,
     "knowledge_graph": make_knowledge_graph,
     "spoken_captions": make_spoken_captions,
 }
