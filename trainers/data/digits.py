@@ -61,12 +61,8 @@ def make_digits(config: DigitsDataConfig, seed: int) -> PairedData:
         a_input=InputSpec("image", (1, 8, 8)),
         b_input=token_spec(tokenizer),
         class_names=WORDS,
-        class_inputs=ensemble.inputs,
-        class_texts=ensemble.texts,
-        prompt_class=ensemble.owners,
-        prompt_variant=ensemble.variants,
         tokenizer=tokenizer,
-    )
+    ).with_prompts(ensemble)
 
 
 def _by_digit(split: PairedSplit) -> PairedSplit:

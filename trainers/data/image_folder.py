@@ -73,12 +73,8 @@ def make_image_folder(config: ImageFolderDataConfig, seed: int) -> PairedData:
         a_input=InputSpec("image", (3, config.image_size, config.image_size)),
         b_input=token_spec(tokenizer),
         class_names=tuple(names),
-        class_inputs=ensemble.inputs,
-        class_texts=ensemble.texts,
         tokenizer=tokenizer,
-        prompt_class=ensemble.owners,
-        prompt_variant=ensemble.variants,
-    )
+    ).with_prompts(ensemble)
 
 
 def _images(folder: Path) -> list[Path]:

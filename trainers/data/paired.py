@@ -74,6 +74,16 @@ class PairedData:
     prompt_class: torch.Tensor | None = None
     prompt_variant: torch.Tensor | None = None
 
+    def with_prompts(self, prompts: PromptEnsemble) -> PairedData:
+        """The same data with `prompts` as its zero-shot class prompts."""
+        return replace(
+            self,
+            class_inputs=prompts.inputs,
+            class_texts=prompts.texts,
+            prompt_class=prompts.owners,
+            prompt_variant=prompts.variants,
+        )
+
     def with_b_inputs(
         self,
         train: torch.Tensor,

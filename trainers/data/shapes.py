@@ -75,13 +75,9 @@ def make_shapes(config: ShapesDataConfig, seed: int) -> ShapesData:
         a_input=InputSpec("image", (3, config.image_size, config.image_size)),
         b_input=token_spec(tokenizer),
         class_names=SHAPES,
-        class_inputs=prompts.inputs,
-        class_texts=prompts.texts,
-        prompt_class=prompts.owners,
-        prompt_variant=prompts.variants,
         tokenizer=tokenizer,
         group_names=tuple(BACKGROUNDS)[: config.backgrounds],
-    )
+    ).with_prompts(prompts)
 
 
 def _make_split(

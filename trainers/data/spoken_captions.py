@@ -78,13 +78,9 @@ def make_spoken_captions(config: SpokenCaptionsDataConfig, seed: int) -> PairedD
         a_input=InputSpec("audio", (config.n_mels, config.frames)),
         b_input=token_spec(tokenizer),
         class_names=SHAPES,
-        class_inputs=prompts.inputs,
-        class_texts=prompts.texts,
-        prompt_class=prompts.owners,
-        prompt_variant=prompts.variants,
         tokenizer=tokenizer,
         group_names=config.voices,
-    )
+    ).with_prompts(prompts)
 
 
 def _spectra(
