@@ -4,7 +4,7 @@ downstream quality through one callback."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainers.batches import batches, units
 from trainers.checkpoint import CheckpointHook, TrainState
 from trainers.config import (
     ClipPretrainedTowerConfig,
@@ -103,14 +104,15 @@ def _train(
         _load(model, optimiser, resumed)
         first = resumed.step + 1
     inputs = _Inputs.on_device(data, model, device)
-    steps = steps_for(config, len(data.train))
+    steps = steps_for(config, units(len(data.train), data.train.items))
     last: _Evaluation | None = None
     if resumed is None:
         last = _evaluate(model, inputs, data, config, final=steps == 0)
         _checkpoint_and_report(0, last, model, optimiser, report, checkpoint)
     losses = _LossWindow()
     model.train(True)
-    for step, batch in _batches(config, len(data.train), first, steps, device):
+    train_rows = batches(config, len(data.train), first, steps, device, data.train.items)
+    for step, batch in train_rows:
         warm_up(optimiser, config, step)
         losses.add(step, train_step(model, optimiser, inputs.train_a[batch], inputs.train_b[batch]))
         if step % config.eval.every_steps == 0 or step == steps:
@@ -322,28 +324,6 @@ class _Inputs:
             eval_b=to_device(data.eval.b, device),
             class_b=None if classes is None else to_device(classes, device),
         )
-
-
-def _batches(
-    config: TrialConfig, n: int, first: int, steps: int, device: torch.device
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """(step, indices into the n training pairs) for steps first..steps; whole batches only.
-
-    Each epoch's order is drawn from (seed, epoch) alone, so a run resumed at any step sees
-    exactly the batches the uninterrupted run would have. The order lives on the device, so
-    that indexing the inputs there needs no copy per step.
-    """
-    size = min(config.optim.batch_size, n)
-    per_epoch = n // size
-    epoch, order = -1, torch.empty(0, dtype=torch.int64)
-    for step in range(first, steps + 1):
-        index = step - 1
-        if index // per_epoch != epoch:
-            epoch = index // per_epoch
-            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-            order = torch.randperm(n, generator=generator).to(device)
-        start = (index % per_epoch) * size
-        yield step, order[start : start + size]
 
 
 def _evaluate(

@@ -72,14 +72,17 @@ class PairedFeaturesDataConfig(FrozenModel):
 
 class ImageTextDataConfig(FrozenModel):
     """A folder of images with captions: a CSV (columns `path`, `caption`), a JSONL (keys `path`,
-    `caption`) or a COCO captions JSON (`images` and `annotations`)."""
+    `caption`) or a COCO captions JSON (`images` and `annotations`). An image may have several
+    captions (a row each); the split is by image (trainers/data/image_text.py)."""
 
     name: Literal["image_text"] = "image_text"
     captions: str = Field(min_length=1, description="the CSV, JSONL or COCO JSON file")
     root: str | None = Field(None, description="folder the image paths are relative to")
     image_size: int = Field(32, ge=8, le=512, description="images are resized to this square")
-    n_train: int | None = Field(None, ge=8, description="training pairs (default: the rest)")
-    n_eval: int = Field(64, ge=8, description="held-out pairs")
+    n_train: int | None = Field(
+        None, ge=8, description="training images, with all their captions (default: the rest)"
+    )
+    n_eval: int = Field(64, ge=8, description="held-out images, with all their captions")
 
 
 # person, city, company, river, university, band (ENTITY_TYPES of data/knowledge_graph.py)

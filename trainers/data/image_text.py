@@ -5,43 +5,76 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from trainers.config import ImageTextDataConfig
-from trainers.data.paired import InputSpec, PairedData, held_out_order, text_split, token_spec
+from trainers.data.paired import (
+    InputSpec,
+    PairedData,
+    PairedSplit,
+    held_out_order,
+    text_split,
+    token_spec,
+)
 from trainers.data.tokenizer import WordTokenizer
 from trainers.errors import DataError
 
 
 def make_image_text(config: ImageTextDataConfig, seed: int) -> PairedData:
+    """Pairs of the captions file, split by image (an image and all its captions fall on one
+    side); n_train and n_eval count images. An image with several captions (COCO's five) is a
+    row per caption: training passes over images with one caption each per epoch, and in
+    retrieval any caption of an image is a hit. With one caption per image, as before, equal
+    captions are interchangeable instead."""
     captions_file = Path(config.captions)
     root = Path(config.root) if config.root is not None else captions_file.parent
     pairs = read_captions(captions_file)
-    n = len(pairs)
+    images = list(dict.fromkeys(path for path, _ in pairs))
+    n = len(images)
     n_train = n - config.n_eval if config.n_train is None else config.n_train
     if n_train < 2 or n_train + config.n_eval > n:
         raise DataError(
-            f"{captions_file}: {n} pairs cannot give n_train {n_train} and n_eval {config.n_eval}"
+            f"{captions_file}: {n} images cannot give n_train {n_train} and n_eval {config.n_eval}"
         )
     order = held_out_order(n, seed)
-    chosen = {"train": order[:n_train], "eval": order[n - config.n_eval :]}
     tokenizer = WordTokenizer.from_texts(caption for _, caption in pairs)
-    splits = {}
-    for name, idx in chosen.items():
-        images = torch.stack(
-            [load_image(root / pairs[i][0], config.image_size) for i in idx.tolist()]
-        )
-        splits[name] = text_split(images, [pairs[i][1] for i in idx.tolist()], tokenizer, None)
+    captions_of: dict[str, list[str]] = {}
+    for path, caption in pairs:
+        captions_of.setdefault(path, []).append(caption)
+    several = any(len(c) > 1 for c in captions_of.values())
+    splits = [
+        _split([images[i] for i in idx.tolist()], captions_of, root, config, tokenizer, several)
+        for idx in (order[:n_train], order[n - config.n_eval :])
+    ]
     return PairedData(
-        train=splits["train"],
-        eval=splits["eval"],
+        train=splits[0],
+        eval=splits[1],
         a_input=InputSpec("image", (3, config.image_size, config.image_size)),
         b_input=token_spec(tokenizer),
         tokenizer=tokenizer,
     )
+
+
+def _split(
+    chosen: list[str],
+    captions_of: dict[str, list[str]],
+    root: Path,
+    config: ImageTextDataConfig,
+    tokenizer: WordTokenizer,
+    several: bool,
+) -> PairedSplit:
+    """A row per (image, caption) of the chosen images; each image is read once."""
+    loaded = [load_image(root / path, config.image_size) for path in chosen]
+    rows = [(k, caption) for k, path in enumerate(chosen) for caption in captions_of[path]]
+    image_of = torch.tensor([k for k, _ in rows], dtype=torch.int64)
+    split = text_split(torch.stack(loaded)[image_of], [c for _, c in rows], tokenizer, None)
+    if not several:
+        return split
+    return replace(split, match_ids=image_of, items=image_of)
 
 
 def read_captions(path: Path) -> list[tuple[str, str]]:

@@ -33,6 +33,9 @@ class PairedSplit:
     labels: torch.Tensor | None = None  # class of each pair, for zero-shot accuracy
     groups: torch.Tensor | None = None  # group of each pair, for per-group accuracy
     b_texts: tuple[str, ...] | None = None  # the captions, for towers with their own tokenizer
+    # Rows with equal items show the same a-side input (an image with several captions): an
+    # epoch passes over items, one caption of each (trainers/batches.py).
+    items: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.a.shape[0])
