@@ -6,6 +6,7 @@ part of every trial's key, and they are stored with the sweep for `resume`."""
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from collections.abc import Mapping, Sequence
@@ -63,13 +64,19 @@ def with_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     base = data.get("base")
     if not overrides or not (base is None or isinstance(base, dict)):
         return data
-    merged: dict[str, Any] = yaml.safe_load(yaml.safe_dump(base or {}))  # a deep copy
-    for path, value in overrides.items():
-        node = merged
+    return {**data, "base": set_paths(base or {}, overrides)}
+
+
+def set_paths(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of the nested `base` with each dotted path of `values` set (the way both an
+    override and a swept parameter reach a trial config)."""
+    config = copy.deepcopy(dict(base))
+    for path, value in values.items():
+        node = config
         *parents, leaf = path.split(".")
         for part in parents:
             child = node.get(part)
             node[part] = child = child if isinstance(child, dict) else {}
             node = child
         node[leaf] = value
-    return {**data, "base": merged}
+    return config

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
@@ -16,6 +15,7 @@ if TYPE_CHECKING:
     from numpy.random import Generator
 
 from orchestrator.errors import SpecError
+from orchestrator.overrides import set_paths
 from orchestrator.spec import Domain, LoadedSpec, SweepSpec
 from orchestrator.trainer_registry import TRAINERS
 
@@ -54,7 +54,7 @@ def expand(loaded: LoadedSpec) -> Plan:
     seen: set[str] = set()
     for varied in assignments:
         try:
-            config = model.model_validate(_apply(spec.base, varied))
+            config = model.model_validate(set_paths(spec.base, varied))
         except ValidationError as exc:
             problems += _value_problems(exc, varied, str(loaded.path))
             continue
@@ -149,21 +149,6 @@ def _draw(domain: Domain, rng: Generator) -> Any:
     if domain.randint is not None:
         return int(rng.integers(*domain.randint))
     raise ValueError(f"{domain.kind} values are enumerated, not drawn")
-
-
-def _apply(base: dict[str, Any], varied: dict[str, Any]) -> dict[str, Any]:
-    config = copy.deepcopy(base)
-    for path, value in varied.items():
-        node = config
-        *parents, leaf = path.split(".")
-        for part in parents:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        node[leaf] = value
-    return config
 
 
 def _value_problems(exc: ValidationError, varied: dict[str, Any], source: str) -> list[str]:

@@ -40,14 +40,12 @@ def preview(path: Path, results_db: str, overrides: Overrides = None) -> PlanPre
     from orchestrator.warm_start import has_warm_starts, resolve_warm_starts
 
     plan = validate(path, overrides)
-    statuses: dict[str, str] = {}
-    if not missing_sqlite_file(results_db):
-        with ResultsStore(results_db) as store:
-            if store.get_sweep(plan.spec.name) is not None:
-                statuses = {t.key: t.status for t in store.trials(plan.spec.name)}
-    if has_warm_starts(plan):
-        with ResultsStore.open_existing(results_db) as store:
-            resolve_warm_starts(plan, store)
+    if missing_sqlite_file(results_db) and not has_warm_starts(plan):
+        return PlanPreview(plan, {})  # nothing stored yet, and nothing to look up
+    with ResultsStore.open_existing(results_db) as store:
+        resolve_warm_starts(plan, store)
+        stored = store.get_sweep(plan.spec.name) is not None
+        statuses = {t.key: t.status for t in store.trials(plan.spec.name)} if stored else {}
     return PlanPreview(plan, statuses)
 
 

@@ -75,28 +75,20 @@ def evaluate(
     autocast region (device.py).
     """
     with full_precision(emb.a.device):
-        return _metrics(emb, split, class_text, scale, batch_size)
-
-
-def _metrics(
-    emb: Embeddings,
-    split: PairedSplit,
-    class_text: ClassEmbeddings | None,
-    scale: torch.Tensor,
-    batch_size: int,
-) -> dict[str, float]:
-    metrics = gap_metrics(emb.a, emb.b)
-    metrics["loss"] = _batched_loss(emb, scale.detach().cpu().float(), batch_size)
-    if split.labels is not None:
-        targets = class_text if class_text is not None else class_embeddings(emb.b, split.labels)
-        hits = targets.predict(emb.a) == split.labels
-        metrics["zero_shot_acc"] = float(hits.float().mean())
-        if split.groups is not None:
-            metrics |= group_accuracy(hits, split.groups)
-    sim = emb.a @ emb.b.T
-    metrics["recall_at_1_a2b"] = _recall_at_1(sim, split.match_ids)
-    metrics["recall_at_1_b2a"] = _recall_at_1(sim.T, split.match_ids)
-    return metrics
+        metrics = gap_metrics(emb.a, emb.b)
+        metrics["loss"] = _batched_loss(emb, scale.detach().cpu().float(), batch_size)
+        if split.labels is not None:
+            targets = class_text
+            if targets is None:  # no prompts: each class's mean caption stands in
+                targets = class_embeddings(emb.b, split.labels)
+            hits = targets.predict(emb.a) == split.labels
+            metrics["zero_shot_acc"] = float(hits.float().mean())
+            if split.groups is not None:
+                metrics |= group_accuracy(hits, split.groups)
+        sim = emb.a @ emb.b.T
+        metrics["recall_at_1_a2b"] = _recall_at_1(sim, split.match_ids)
+        metrics["recall_at_1_b2a"] = _recall_at_1(sim.T, split.match_ids)
+        return metrics
 
 
 def class_embeddings(

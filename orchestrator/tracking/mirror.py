@@ -68,9 +68,7 @@ class MlflowMirror:
         if run_id is None:
             self.behind.add(key)
             return
-        self.runs[key] = _Run(
-            run_id, -1 if view.mlflow_last_step is None else view.mlflow_last_step
-        )
+        self.runs[key] = _run_of(run_id, view)
         if key not in self.verified or (view.last_step or -1) > self.runs[key].watermark:
             self.behind.add(key)
         self._attempt(lambda: self.tracker.mark_running(run_id))

@@ -5,6 +5,7 @@ safetensors weights with NumPy)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -50,8 +51,20 @@ def clip_folder_problem(path: str) -> str | None:
 
 
 def read_clip_folder(path: str) -> ClipFolder:
-    """The folder's embedding size and learned temperature; call after clip_folder_problem."""
-    folder = Path(path).expanduser()
+    """The folder's embedding size and learned temperature; call after clip_folder_problem.
+
+    Read once per folder and version of its files: validating a sweep asks for every trial.
+    """
+    folder = Path(path).expanduser().resolve()
+    stamps = tuple(
+        (f.stat().st_mtime_ns, f.stat().st_size) if f.is_file() else None
+        for f in (folder / "config.json", folder / "model.safetensors")
+    )
+    return _read(folder, stamps)
+
+
+@functools.lru_cache(maxsize=16)
+def _read(folder: Path, stamps: tuple[tuple[int, int] | None, ...]) -> ClipFolder:
     config = json.loads((folder / "config.json").read_text())
     weights = folder / "model.safetensors"
     temperature = None
