@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers.batches import batches, units
+from trainers.batches import units
 from trainers.checkpoint import CheckpointHook, TrainState
 from trainers.config import (
     ClipPretrainedTowerConfig,
@@ -27,19 +27,12 @@ from trainers.device import (
     gpu_share,
     peak_memory_gb,
     resolve_device,
-    to_device,
     tower_autocast,
 )
 from trainers.errors import DataError, NonFiniteLossError
-from trainers.evaluate import (
-    ClassEmbeddings,
-    Embeddings,
-    class_embeddings,
-    embed,
-    embed_tokens,
-    evaluate,
-)
+from trainers.evaluate import ClassEmbeddings, Embeddings, class_embeddings, evaluate
 from trainers.evaluate_shift import shift_summary, shift_table
+from trainers.inputs import TowerInputs, embed_a, embed_b, image_layout, train_batches
 from trainers.loss import Temperature, contrastive_loss
 from trainers.towers.init import close_gap_by_procrustes, warm_start
 from trainers.towers.registry import build_towers
@@ -103,7 +96,7 @@ def _train(
     if resumed is not None:
         _load(model, optimiser, resumed)
         first = resumed.step + 1
-    inputs = _Inputs.on_device(data, model, device)
+    inputs = TowerInputs.on_device(data, model.image, device)
     steps = steps_for(config, units(len(data.train), data.train.items))
     last: _Evaluation | None = None
     if resumed is None:
@@ -111,10 +104,9 @@ def _train(
         _checkpoint_and_report(0, last, model, optimiser, report, checkpoint)
     losses = _LossWindow()
     model.train(True)
-    train_rows = batches(config, len(data.train), first, steps, device, data.train.items)
-    for step, batch in train_rows:
+    for step, batch_a, batch_b in train_batches(config, data, inputs, first, steps):
         warm_up(optimiser, config, step)
-        losses.add(step, train_step(model, optimiser, inputs.train_a[batch], inputs.train_b[batch]))
+        losses.add(step, train_step(model, optimiser, batch_a, batch_b))
         if step % config.eval.every_steps == 0 or step == steps:
             train_loss = losses.mean_of_finite()  # NonFiniteLossError names the first bad step
             last = _evaluate(model, inputs, data, config, final=step == steps)
@@ -284,61 +276,25 @@ def build_model(
     temperature = Temperature(
         config.loss.temperature, config.loss.learn_temperature, config.loss.min_temperature
     )
-    layout = _image_layout(image, specs[0])
+    layout = image_layout(image, specs[0])
     # Module.to applies memory_format to the 4-d weights; torch's stubs leave the keyword out.
     image.to(device, memory_format=layout)  # type: ignore[call-overload]
     return DualModel(image, text.to(device), temperature.to(device))
 
 
-def _image_layout(tower: nn.Module, spec: InputSpec) -> torch.memory_format:
-    """Channels-last for convolutions on images: oneDNN's convolutions are faster in that
-    layout on the CPU (benchmarks/README.md), and it is the layout bf16 convolutions on the GPU
-    want too."""
-    convolves = any(isinstance(m, nn.Conv2d) for m in tower.modules())
-    if spec.kind == "image" and len(spec.shape) == 3 and convolves:
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-@dataclass(frozen=True)
-class _Inputs:
-    """The inputs of both towers, moved to the device and put in the layout the towers want
-    once per trial, so that the loop only indexes them."""
-
-    train_a: torch.Tensor
-    train_b: torch.Tensor
-    eval_a: torch.Tensor
-    eval_b: torch.Tensor
-    class_b: torch.Tensor | None
-
-    @classmethod
-    def on_device(cls, data: PairedData, model: DualModel, device: torch.device) -> _Inputs:
-        layout = _image_layout(model.image, data.a_input)
-        images = (data.train.a, data.eval.a)
-        train_a, eval_a = (to_device(x, device).contiguous(memory_format=layout) for x in images)
-        classes = data.class_inputs
-        return cls(
-            train_a=train_a,
-            train_b=to_device(data.train.b, device),
-            eval_a=eval_a,
-            eval_b=to_device(data.eval.b, device),
-            class_b=None if classes is None else to_device(classes, device),
-        )
-
-
 def _evaluate(
-    model: DualModel, inputs: _Inputs, data: PairedData, config: TrialConfig, final: bool
+    model: DualModel, inputs: TowerInputs, data: PairedData, config: TrialConfig, final: bool
 ) -> _Evaluation:
     model.train(False)
-    device = inputs.eval_a.device
+    device = inputs.device
     class_b = None
     batch = config.optim.batch_size * 4  # larger eval batches are no faster on the CPU
     with full_precision(device), torch.inference_mode():
         emb = Embeddings(
-            embed(model.image, inputs.eval_a, batch), _embed_b(model.text, inputs.eval_b, batch)
+            embed_a(model.image, inputs, batch), embed_b(model.text, inputs.eval_b, batch)
         )
         if inputs.class_b is not None:
-            prompts = _embed_b(model.text, inputs.class_b, batch)
+            prompts = embed_b(model.text, inputs.class_b, batch)
             class_b = class_embeddings(prompts, data.prompt_class, data.prompt_variant)
     scale = model.temperature.scale()
     metrics = evaluate(emb, data.eval, class_b, scale, config.optim.batch_size)
@@ -349,12 +305,6 @@ def _evaluate(
         rows = shift_table(arrays, config.eval.shift_lambdas, model.temperature.value())
         metrics |= shift_summary(rows)
     return _Evaluation(metrics, emb, arrays)
-
-
-def _embed_b(tower: nn.Module, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
-    if inputs.dtype in (torch.int64, torch.int32):
-        return embed_tokens(tower, inputs, batch_size)
-    return embed(tower, inputs, batch_size)
 
 
 def _arrays(

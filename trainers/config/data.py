@@ -7,14 +7,30 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from trainers.config.base import FrozenModel, tag_or_default
+from trainers.config.base import FrozenModel, added_field, tag_or_default
 from trainers.config.mel import mel_edges_hz
 
 DIGITS_TOTAL = 1797  # images in scikit-learn's digits
+
+
+def loader_workers_field() -> Any:
+    """Worker processes that decode a folder's images while the towers work; 0 decodes in the
+    trial's own process."""
+    return added_field(2, ge=0, le=32, description="processes decoding images (0: in the trial)")
+
+
+def image_cache_field() -> Any:
+    """A folder for the decoded images, shared by the trials of a sweep (image_files.py)."""
+    return added_field(
+        None,
+        min_length=1,
+        description="folder where each image is decoded once per size into a uint8 file that"
+        " the sweep's trials share (default: decode on every read)",
+    )
 
 
 class ShapesDataConfig(FrozenModel):
@@ -83,6 +99,8 @@ class ImageTextDataConfig(FrozenModel):
         None, ge=8, description="training images, with all their captions (default: the rest)"
     )
     n_eval: int = Field(64, ge=8, description="held-out images, with all their captions")
+    loader_workers: int = loader_workers_field()
+    cache: str | None = image_cache_field()
 
 
 # person, city, company, river, university, band (ENTITY_TYPES of data/knowledge_graph.py)
@@ -249,6 +267,8 @@ class ImageFolderDataConfig(FrozenModel):
     )
     n_train: int | None = Field(None, ge=8, description="training images (default: the rest)")
     n_eval: int = Field(64, ge=8, description="held-out images")
+    loader_workers: int = loader_workers_field()
+    cache: str | None = image_cache_field()
 
     @model_validator(mode="after")
     def _classes_and_templates(self) -> ImageFolderDataConfig:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from trainers.config import ImageFolderDataConfig
-from trainers.data.image_text import load_image
+from trainers.data.image_files import check_readable, image_source
 from trainers.data.paired import (
     InputSpec,
     PairedData,
@@ -52,6 +52,7 @@ def make_image_folder(config: ImageFolderDataConfig, seed: int) -> PairedData:
         raise DataError(
             f"{root}: {n} images cannot give n_train {n_train} and n_eval {config.n_eval}"
         )
+    check_readable(f for f, _ in files)
     names = [class_name(f) for f in folders]
     prompts = [[[t.format(name) for t in config.templates]] for name in names]
     tokenizer = WordTokenizer.from_texts([p for per_class in prompts for p in per_class[0]])
@@ -64,7 +65,7 @@ def make_image_folder(config: ImageFolderDataConfig, seed: int) -> PairedData:
         template = rng.integers(len(config.templates), size=len(idx))
         said = zip(template, labels, strict=True)
         captions = [config.templates[t].format(names[k]) for t, k in said]
-        images = torch.stack([load_image(files[i][0], config.image_size) for i in idx.tolist()])
+        images = image_source([files[i][0] for i in idx.tolist()], config)
         split = text_split(images, captions, tokenizer, labels)
         splits.append(replace(split, match_ids=torch.from_numpy(labels)))  # any of its class
     return PairedData(

@@ -8,10 +8,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from trainers.config import ImageTextDataConfig
+from trainers.data.image_files import check_readable, image_source
 from trainers.data.paired import (
     InputSpec,
     PairedData,
@@ -67,11 +67,14 @@ def _split(
     tokenizer: WordTokenizer,
     several: bool,
 ) -> PairedSplit:
-    """A row per (image, caption) of the chosen images; each image is read once."""
-    loaded = [load_image(root / path, config.image_size) for path in chosen]
+    """A row per (image, caption) of the chosen images; the images are read as batches need
+    them (image_files.py)."""
     rows = [(k, caption) for k, path in enumerate(chosen) for caption in captions_of[path]]
     image_of = torch.tensor([k for k, _ in rows], dtype=torch.int64)
-    split = text_split(torch.stack(loaded)[image_of], [c for _, c in rows], tokenizer, None)
+    paths = [root / chosen[k] for k, _ in rows]
+    check_readable(dict.fromkeys(paths))
+    images = image_source(paths, config)
+    split = text_split(images, [c for _, c in rows], tokenizer, None)
     if not several:
         return split
     return replace(split, match_ids=image_of, items=image_of)
@@ -94,20 +97,6 @@ def read_captions(path: Path) -> list[tuple[str, str]]:
     if not pairs:
         raise DataError(f"{path}: no (image, caption) pairs in the file")
     return pairs
-
-
-def load_image(path: Path, size: int) -> torch.Tensor:
-    """(3, size, size) float32 in [0, 1]."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB").resize((size, size))
-    except FileNotFoundError:
-        raise DataError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from None
-    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
 def _lines(text: str) -> list[tuple[int, str]]:

@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from trainers.data.image_files import ImageFiles
 from trainers.data.tokenizer import WordTokenizer
 
 
@@ -25,9 +26,10 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class PairedSplit:
-    """One split: row i of `a` and of `b` is a matched pair."""
+    """One split: row i of `a` and of `b` is a matched pair. A folder's images are files read
+    as batches need them (image_files.py)."""
 
-    a: torch.Tensor
+    a: torch.Tensor | ImageFiles
     b: torch.Tensor
     match_ids: torch.Tensor  # pairs with equal ids are interchangeable in retrieval
     labels: torch.Tensor | None = None  # class of each pair, for zero-shot accuracy
@@ -42,7 +44,7 @@ class PairedSplit:
 
     # The names of the shapes data set, which was the first and stays the common case.
     @property
-    def images(self) -> torch.Tensor:
+    def images(self) -> torch.Tensor | ImageFiles:
         return self.a
 
     @property
@@ -139,7 +141,7 @@ def token_spec(tokenizer: WordTokenizer) -> InputSpec:
 
 
 def text_split(
-    a: torch.Tensor,
+    a: torch.Tensor | ImageFiles,
     captions: Sequence[str],
     tokenizer: WordTokenizer,
     labels: np.ndarray | None,
