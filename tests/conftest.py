@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,20 @@ TINY_BASE: dict[str, Any] = {
     "optim": {"batch_size": 16, "epochs": 1},
     "eval": {"every_steps": 2},
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The caches trials keep on disk (spoken clips, frozen towers' embeddings) go to a folder
+    of the test session, not the user's ~/.cache; trials started in other processes inherit it."""
+    folder = tmp_path_factory.mktemp("gapsweep-cache")
+    before = os.environ.get("GAPSWEEP_CACHE_DIR")
+    os.environ["GAPSWEEP_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("GAPSWEEP_CACHE_DIR", None)
+    else:
+        os.environ["GAPSWEEP_CACHE_DIR"] = before
 
 
 @pytest.fixture

@@ -29,10 +29,11 @@ from trainers.device import (
     resolve_device,
     tower_autocast,
 )
+from trainers.embedding_cache import eval_embeddings, frozen_key, towers_frozen
 from trainers.errors import DataError, NonFiniteLossError
 from trainers.evaluate import ClassEmbeddings, Embeddings, class_embeddings, evaluate
 from trainers.evaluate_shift import shift_summary, shift_table
-from trainers.inputs import TowerInputs, embed_a, embed_b, image_layout, train_batches
+from trainers.inputs import TowerInputs, image_layout, train_batches
 from trainers.loss import Temperature, contrastive_loss
 from trainers.towers.init import close_gap_by_procrustes, warm_start
 from trainers.towers.registry import build_towers
@@ -98,9 +99,12 @@ def _train(
         first = resumed.step + 1
     inputs = TowerInputs.on_device(data, model.image, device)
     steps = steps_for(config, units(len(data.train), data.train.items))
+    # Towers that do not change embed the eval data once, for every trial that shares them.
+    frozen = steps == 0 or towers_frozen(model.image, model.text)
+    key = frozen_key(model.image, model.text, inputs) if frozen else None
     last: _Evaluation | None = None
     if resumed is None:
-        last = _evaluate(model, inputs, data, config, final=steps == 0)
+        last = _evaluate(model, inputs, data, config, key, final=steps == 0)
         _checkpoint_and_report(0, last, model, optimiser, report, checkpoint)
     losses = _LossWindow()
     model.train(True)
@@ -109,12 +113,12 @@ def _train(
         losses.add(step, train_step(model, optimiser, batch_a, batch_b))
         if step % config.eval.every_steps == 0 or step == steps:
             train_loss = losses.mean_of_finite()  # NonFiniteLossError names the first bad step
-            last = _evaluate(model, inputs, data, config, final=step == steps)
+            last = _evaluate(model, inputs, data, config, key, final=step == steps)
             last.metrics["train_loss"] = train_loss
             _checkpoint_and_report(step, last, model, optimiser, report, checkpoint)
             model.train(True)
     if last is None:  # resumed at the final step: nothing left to train
-        last = _evaluate(model, inputs, data, config, final=True)
+        last = _evaluate(model, inputs, data, config, key, final=True)
     return TrainResult(steps=steps, metrics=last.metrics, embeddings=last.embeddings)
 
 
@@ -283,19 +287,23 @@ def build_model(
 
 
 def _evaluate(
-    model: DualModel, inputs: TowerInputs, data: PairedData, config: TrialConfig, final: bool
+    model: DualModel,
+    inputs: TowerInputs,
+    data: PairedData,
+    config: TrialConfig,
+    cache_key: str | None,
+    final: bool,
 ) -> _Evaluation:
+    """Every eval metric; `cache_key` names the embeddings of towers that do not change."""
     model.train(False)
     device = inputs.device
     class_b = None
     batch = config.optim.batch_size * 4  # larger eval batches are no faster on the CPU
     with full_precision(device), torch.inference_mode():
-        emb = Embeddings(
-            embed_a(model.image, inputs, batch), embed_b(model.text, inputs.eval_b, batch)
-        )
-        if inputs.class_b is not None:
-            prompts = embed_b(model.text, inputs.class_b, batch)
-            class_b = class_embeddings(prompts, data.prompt_class, data.prompt_variant)
+        a, b, prompts = eval_embeddings(model.image, model.text, inputs, batch, cache_key)
+    emb = Embeddings(a, b)
+    if prompts is not None:
+        class_b = class_embeddings(prompts, data.prompt_class, data.prompt_variant)
     scale = model.temperature.scale()
     metrics = evaluate(emb, data.eval, class_b, scale, config.optim.batch_size)
     metrics["temperature"] = model.temperature.value()
