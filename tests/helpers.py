@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ORCHESTRATOR = str(Path(sys.executable).with_name("orchestrator"))
@@ -184,3 +186,20 @@ NEEDS_YOUR_FILES = ("clip_measure.yaml", "clip_temperature.yaml")
 
 def self_contained_sweeps() -> list[Path]:
     return sorted(p for p in SWEEPS.glob("*.yaml") if p.name not in NEEDS_YOUR_FILES)
+
+
+def missing_program(program: str, package: str | None = None) -> str | None:
+    """Why a test that drives a Debian program cannot run here (with the apt line that brings
+    it, which tests/run runs as root), or None where it is installed."""
+    if shutil.which(program) is not None:
+        return None
+    return f"needs {program}: apt-get install -y {package or program} (tests/run does, as root)"
+
+
+def needs(program: str, package: str | None = None) -> pytest.MarkDecorator:
+    """Skip the test, with the reason in pytest's summary, where `program` is missing."""
+    reason = missing_program(program, package)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+NEEDS_ESPEAK = needs("espeak-ng")

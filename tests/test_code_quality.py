@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("orchestrator", "trainers")
 MAX_MODULE_LINES = 400
@@ -66,3 +68,20 @@ def test_no_function_is_over_50_lines() -> None:
                 if body > MAX_FUNCTION_LINES:
                     long[f"{path.relative_to(ROOT)}:{node.name}"] = body
     assert long == {}
+
+
+def test_no_tracked_file_names_this_machines_folders() -> None:
+    """Code and tests run from any clone: none names the folder this checkout sits in (where the
+    paper's features happened to lie beside it), only environment variables do."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "tests", *PACKAGES], cwd=ROOT, capture_output=True, text=True
+    )
+    if tracked.returncode != 0:
+        pytest.skip(f"not a git checkout: {tracked.stderr.strip()}")
+    parent = f"{ROOT.parent}/"
+    offenders = [
+        name
+        for name in tracked.stdout.splitlines()
+        if (ROOT / name).is_file() and parent in (ROOT / name).read_text(errors="replace")
+    ]
+    assert not offenders, f"files naming {parent}: {offenders}"

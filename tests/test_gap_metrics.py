@@ -29,22 +29,45 @@ from trainers.gap import (
 F64 = npt.NDArray[np.float64]
 MODELS = ("clip", "convirt", "videoclip", "clasp")
 FEATURE_FILES = [f"features_{m}{suffix}.npy" for m in MODELS for suffix in ("", "_random")]
+# Made by the test, so that every metric keeps its independent reference where the paper's
+# features are not at hand: two narrow cones apart (a gap), and one cone for both (none).
+MADE = {"made_cones": 0.6, "made_one_cone": 0.0}
 
 
 def features_dir() -> Path:
-    """The released features: $GAPSWEEP_FEATURES_DIR, else ../shared/data next to the repo."""
+    """The paper's released features, where $GAPSWEEP_FEATURES_DIR names them (.ci/run does)."""
     configured = os.environ.get("GAPSWEEP_FEATURES_DIR")
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "modality-gap-features"
+    if not configured:
+        pytest.skip(
+            "the paper's released features: set GAPSWEEP_FEATURES_DIR to their folder "
+            "(modality-gap-features; .ci/run sets it)"
+        )
+    return Path(configured)
 
 
 def load_features(name: str) -> tuple[F64, F64]:
+    if name in MADE:
+        return made_pairs(MADE[name])
     path = features_dir() / name
     if not path.exists():
-        pytest.skip(f"real embeddings not found at {path} (set GAPSWEEP_FEATURES_DIR)")
+        pytest.skip(f"real embeddings not found at {path} (GAPSWEEP_FEATURES_DIR)")
     stacked = np.load(path)
     return stacked[0], stacked[1]
+
+
+def made_pairs(offset: float, n: int = 1500, d: int = 64) -> tuple[F64, F64]:
+    """Unit pairs in narrow cones about centres `offset` apart, each pair sharing a signal,
+    with a spectrum that falls off as learned embeddings' do."""
+    rng = np.random.default_rng(7)
+    scales = 1.0 / np.arange(1, d + 1)
+    shared = rng.normal(size=(n, d)) * scales
+    centre = np.zeros(d)
+    centre[0] = 3.0
+    shift = np.zeros(d)
+    shift[1] = 3.0 * offset
+    a = centre + shift + shared + 0.3 * rng.normal(size=(n, d)) * scales
+    b = centre - shift + shared + 0.3 * rng.normal(size=(n, d)) * scales
+    return unit(a), unit(b)
 
 
 def unit(rows: npt.NDArray[np.floating]) -> F64:
@@ -97,7 +120,7 @@ def direct_separability(x: F64, y: F64, seed: int) -> float:
     return float(model.score(np.concatenate([x[test], y[test]]), [0] * len(test) + [1] * len(test)))
 
 
-@pytest.fixture(scope="module", params=FEATURE_FILES)
+@pytest.fixture(scope="module", params=[*MADE, *FEATURE_FILES])
 def features(request: pytest.FixtureRequest) -> tuple[str, F64, F64, GapReport]:
     a, b = load_features(request.param)
     return request.param, a, b, gap_report(a, b, lambdas=(-0.5, 0.0, 0.5))
@@ -173,7 +196,9 @@ def direct_shift_point(
     }
 
 
-@pytest.mark.parametrize("name", ["features_clip.npy", "features_videoclip_random.npy"])
+@pytest.mark.parametrize(
+    "name", ["made_cones", "features_clip.npy", "features_videoclip_random.npy"]
+)
 @pytest.mark.parametrize("temperature", [0.001, 0.01, 0.5])
 def test_shift_curve_matches_a_direct_computation(name: str, temperature: float) -> None:
     a, b = load_features(name)

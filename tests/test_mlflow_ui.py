@@ -28,7 +28,8 @@ UI_TIMEOUT_MS = 60_000  # the UI's bundle is large and the machine may be busy
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (.ci/run installs it)"
+        not CHROMIUM.exists(),
+        reason=f"needs {CHROMIUM}: apt-get install -y chromium (tests/run does, as root)",
     ),
 ]
 

@@ -10,7 +10,7 @@ import yaml
 
 from orchestrator.plan import expand
 from orchestrator.spec import load_spec
-from tests.helpers import orchestrator
+from tests.helpers import NEEDS_ESPEAK, orchestrator
 from trainers.config import TrialConfig
 from trainers.config.pairs import PAIRS
 from trainers.dual_encoder import train_dual_encoder
@@ -29,6 +29,7 @@ def test_modalities_sweep_covers_every_pair_at_init_and_trained() -> None:
     )
 
 
+@NEEDS_ESPEAK
 def test_every_pair_has_a_gap_at_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Figure 1 (b-c): at random init the two towers of every model family sit apart."""
     monkeypatch.setenv("GAPSWEEP_CACHE_DIR", str(tmp_path))
@@ -45,6 +46,7 @@ def test_every_pair_has_a_gap_at_init(tmp_path: Path, monkeypatch: pytest.Monkey
     assert all(gap > 0.5 for gap in gaps.values()), gaps
 
 
+@NEEDS_ESPEAK
 @pytest.mark.slow
 def test_sweep_over_pairs_reports_gap_per_pair_and_maps(tmp_path: Path) -> None:
     spec = {

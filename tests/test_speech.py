@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from torch import nn
 from torch.nn import functional as F
 
+from tests.helpers import NEEDS_ESPEAK, missing_program
 from trainers.config import ShapesDataConfig
 from trainers.config.data import SpokenCaptionsDataConfig
 from trainers.config.towers import AudioTowerConfig
@@ -50,6 +51,8 @@ def clip_files(cache: Path) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PairedData]:
     """A cache folder holding the clips of TINY with seed 0, and that data set."""
+    if why := missing_program("espeak-ng"):
+        pytest.skip(why)
     cache = tmp_path_factory.mktemp("speech-cache")
     return cache, make_spoken_captions(config(cache), 0)
 
@@ -145,6 +148,7 @@ def test_missing_synthesiser_names_the_package(
         make_spoken_captions(config(tmp_path / "cold"), 0)
 
 
+@NEEDS_ESPEAK
 @pytest.mark.parametrize(
     ("voice", "message"),
     [("xx-klingon", "has no voice 'xx-klingon'"), ("en-us+nonsense", "no variant 'nonsense'")],
@@ -154,6 +158,7 @@ def test_unknown_voice_is_refused(tmp_path: Path, voice: str, message: str) -> N
         make_spoken_captions(config(tmp_path, voices=["en-us", voice]), 0)
 
 
+@NEEDS_ESPEAK
 def test_clip_longer_than_clip_seconds_is_refused(tmp_path: Path) -> None:
     slow = {"speeds": [80], "clip_seconds": 1.0, "frames": 8, "n_mels": 8}
     with pytest.raises(DataError, match=r"longer than data.clip_seconds 1.0"):
@@ -169,6 +174,7 @@ def test_corrupt_clip_names_the_file(tmp_path: Path, warm: tuple[Path, PairedDat
         make_spoken_captions(config(copy), 0)
 
 
+@NEEDS_ESPEAK
 def test_trials_sharing_a_cold_cache_at_once(tmp_path: Path) -> None:
     results: list[torch.Tensor] = []
 
