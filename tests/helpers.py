@@ -203,3 +203,24 @@ def needs(program: str, package: str | None = None) -> pytest.MarkDecorator:
 
 
 NEEDS_ESPEAK = needs("espeak-ng")
+
+
+def missing_postgres() -> str | None:
+    """Why the tests of the PostgreSQL results store cannot run here, or None where the server
+    of GAPSWEEP_TEST_POSTGRES_URL answers (tests/run finds or starts one)."""
+    from urllib.parse import urlsplit
+
+    from orchestrator.store.testing import POSTGRES_ADMIN_URL
+
+    url = urlsplit(POSTGRES_ADMIN_URL.replace("+psycopg", ""))
+    try:
+        socket.create_connection((url.hostname or "127.0.0.1", url.port or 5432), 2).close()
+    except OSError:
+        return (
+            f"needs a PostgreSQL server at {url.hostname}:{url.port or 5432}: tests/run starts "
+            "one (apt-get install -y postgresql), or set GAPSWEEP_TEST_POSTGRES_URL"
+        )
+    return None
+
+
+NEEDS_POSTGRES = pytest.mark.skipif(missing_postgres() is not None, reason=missing_postgres() or "")

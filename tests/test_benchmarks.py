@@ -15,11 +15,13 @@ from benchmarks import scaling, sweep_overhead
 from benchmarks.readme import BEGIN, END, render_figures, replace_figures
 from orchestrator.plan import expand
 from orchestrator.spec import load_spec_text
+from tests.helpers import NEEDS_POSTGRES
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@NEEDS_POSTGRES  # the results-store benchmark runs on both backends
 def test_every_benchmark_runs_at_a_tiny_size() -> None:
     readme = (ROOT / "benchmarks" / "README.md").read_text()
     result = subprocess.run(

@@ -36,9 +36,9 @@ from orchestrator.store.repository import ResultsStore
 from orchestrator.store.testing import temporary_postgres_database
 from orchestrator.store.views import TrialView
 from tests.conftest import TINY_BASE
-from tests.helpers import free_port, started_mlflow_server
+from tests.helpers import NEEDS_POSTGRES, free_port, started_mlflow_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, NEEDS_POSTGRES]
 
 BIN = Path(sys.executable).parent
 RAY, ORCHESTRATOR = (str(BIN / name) for name in ("ray", "orchestrator"))

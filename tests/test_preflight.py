@@ -21,7 +21,7 @@ from orchestrator.preflight import (
     results_store_problem,
 )
 from orchestrator.store.testing import POSTGRES_ADMIN_URL
-from tests.helpers import free_port
+from tests.helpers import NEEDS_POSTGRES, free_port
 
 
 @pytest.fixture
@@ -61,6 +61,7 @@ def test_local_defaults_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert list(tmp_path.iterdir()) == [], "a check must not create the SQLite files"
 
 
+@NEEDS_POSTGRES
 def test_postgresql_results_store_passes() -> None:
     assert results_store_problem(POSTGRES_ADMIN_URL) is None
 

@@ -18,10 +18,13 @@ from orchestrator.store.lease import Holder
 from orchestrator.store.repository import ResultsStore
 from orchestrator.store.testing import POSTGRES_ADMIN_URL, temporary_postgres_database
 from orchestrator.store.views import NewTrial
+from tests.helpers import NEEDS_POSTGRES, missing_postgres
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
+    if why := missing_postgres():
+        pytest.skip(why)
     with temporary_postgres_database() as url:
         yield url
 
@@ -251,6 +254,7 @@ def test_two_processes_opening_a_fresh_store_at_once(tmp_path: Path) -> None:
     store.close()
 
 
+@NEEDS_POSTGRES
 def test_a_database_gone_mid_use_is_a_service_error_from_every_method(tmp_path: Path) -> None:
     """Not only the constructor: a read, a write and the lease of a store whose database was
     dropped under it (PostgreSQL, connections terminated) each raise ServiceError naming the
