@@ -331,6 +331,30 @@ def test_the_mlflow_server_asks_for_credentials(compose_cluster: ComposeCluster)
 
 
 @SLOW
+def test_up_refuses_a_secret_left_at_the_placeholder(compose_cluster: ComposeCluster) -> None:
+    """The same files and image, another project whose .env keeps two placeholders: `up`
+    stops at check-settings, which names both, and starts nothing else."""
+    settings = compose_cluster.settings | {
+        "MLFLOW_PASSWORD": "change-me",
+        "RAY_AUTH_TOKEN": "short",
+    }
+    env_file = compose_cluster.workdir / "placeholders.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    refused = ComposeCluster(
+        f"{compose_cluster.project}-refused", env_file, settings, compose_cluster.workdir, 0.0
+    )
+    try:
+        up = refused.compose("up", "-d", "postgres")
+        assert up.returncode != 0 and "exited with code 2" in up.stderr, up.stderr
+        said = refused.compose("logs", "--no-color", "check-settings").stdout
+        assert "MLFLOW_PASSWORD in .env is still .env.example's change-me" in said
+        assert "RAY_AUTH_TOKEN in .env is shorter than 12 characters" in said
+        assert not refused.compose("ps", "-q", "postgres").stdout.strip()
+    finally:
+        refused.compose("down", "--volumes", "--remove-orphans", timeout=300)
+
+
+@SLOW
 def test_the_quickstart_runs_on_both_worker_containers(compose_cluster: ComposeCluster) -> None:
     started = time.monotonic()
     submitted = exec_in_head(compose_cluster, "orchestrator", "submit", "sweeps/temperature.yaml")
