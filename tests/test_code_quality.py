@@ -79,10 +79,11 @@ def test_no_tracked_file_names_this_machines_folders() -> None:
     )
     if tracked.returncode != 0:
         pytest.skip(f"not a git checkout: {tracked.stderr.strip()}")
-    # A checkout in the system's temporary folder (as CI's clone may be) makes that folder its
-    # parent, which container paths (/tmp/ray) name for other reasons: the checkout itself
-    # is still checked there.
-    folders = [ROOT] + ([ROOT.parent] if ROOT.parent != Path(tempfile.gettempdir()) else [])
+    # A checkout in the system's temporary folder (as CI's clone may be) or at the top of the
+    # file system (/src in a container) has a parent that paths name for other reasons (/tmp/ray,
+    # every URL's //): the checkout itself is still checked there.
+    shared = (Path(tempfile.gettempdir()), Path(ROOT.anchor))
+    folders = [ROOT] + ([ROOT.parent] if ROOT.parent not in shared else [])
     offenders = [
         (name, str(folder))
         for name in tracked.stdout.splitlines()

@@ -99,7 +99,17 @@ def unusable_docker() -> str | None:
             return why
         if os.geteuid() != 0:
             return "no Docker engine answers and starting dockerd needs root"
+        if not may_mount():
+            return "no Docker engine answers, and dockerd cannot mount here (no CAP_SYS_ADMIN)"
     return None
+
+
+def may_mount() -> bool:
+    """Whether this process holds CAP_SYS_ADMIN, which dockerd needs for its mounts (an
+    unprivileged container's root does not)."""
+    status = Path("/proc/self/status").read_text()
+    effective = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff"))
+    return bool(int(effective, 16) >> 21 & 1)  # CAP_SYS_ADMIN is capability 21
 
 
 @pytest.fixture(scope="module")

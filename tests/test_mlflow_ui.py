@@ -1,6 +1,6 @@
 """The MLflow UI, as a person sees it: a real `mlflow server`, a two-trial sweep submitted to it
 through the CLI, and the experiment's runs page opened in headless Chromium (Debian's, which
-.ci/run installs; Playwright only drives it and downloads no browser).
+tests/run installs; Playwright only drives it and downloads no browser).
 
 MLflow 3's UI opens an experiment in its GenAI view, folds nested runs under their parent and
 shows no param column until one is chosen, so the test does what a person does: it opens the
@@ -12,6 +12,7 @@ test's folder when a check fails.
 from __future__ import annotations
 
 import contextlib
+import ctypes.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ pytestmark = [
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason=f"needs {CHROMIUM}: apt-get install -y chromium (tests/run does, as root)",
+    ),
+    pytest.mark.skipif(
+        ctypes.util.find_library("atomic") is None,
+        reason="needs libatomic1 for Playwright's driver: apt-get install -y libatomic1"
+        " (tests/run does, as root)",
     ),
 ]
 
