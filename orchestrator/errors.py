@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# A problem line longer than this is cut: a value echoed back from a hostile or generated spec
+# (a YAML alias bomb, a megabyte string) must not flood the terminal.
+MAX_PROBLEM_CHARS = 400
+
 
 class GapsweepError(Exception):
     """Base of every error the orchestrator raises on purpose."""
@@ -16,7 +20,7 @@ class InputError(GapsweepError):
     def __init__(self, problems: list[str] | str) -> None:
         given = [problems] if isinstance(problems, str) else list(problems)
         # One line per problem, whatever a library put into its message.
-        self.problems = [" ".join(p.split()) for p in given]
+        self.problems = [_one_short_line(p) for p in given]
         super().__init__("\n".join(self.problems))
 
 
@@ -34,3 +38,10 @@ class SweepBusyError(GapsweepError):
 
 class SweepFailedError(GapsweepError):
     """The sweep ran but some trials failed. Exit code 1."""
+
+
+def _one_short_line(problem: str) -> str:
+    line = " ".join(problem.split())
+    if len(line) <= MAX_PROBLEM_CHARS:
+        return line
+    return f"{line[: MAX_PROBLEM_CHARS - 30]}... ({len(line)} characters, cut)"
