@@ -112,6 +112,7 @@ def _submit_holding_lease(
             (experiment_id, parent),
             lambda m: console.print(f"[yellow]{m}"),
         )
+        mirror.close_left_running()  # runs a killed driver left RUNNING for ended trials
         _say_what_is_skipped(console, plan, statuses, todo)
         if todo:
             _run_sweep(plan, statuses, todo, settings, console, store, mirror, holder)

@@ -3,7 +3,10 @@
 A driver killed between logging a batch to MLflow and recording that in the store leaves MLflow
 ahead of the store's watermark; neither a resumed trial nor `orchestrator sync` may log those
 steps twice. While MLflow is healthy, the mirror logs what the recorder hands it and reads
-nothing back from the store."""
+nothing back from the store. A driver killed between MLflow's `create_run` and saving the run id
+leaves a run the next driver adopts (found by its tags) instead of making a second; a driver
+killed between recording a trial's end and closing its run leaves it RUNNING, and the next one
+closes it with the trial's status."""
 
 from __future__ import annotations
 
@@ -92,3 +95,59 @@ def test_a_healthy_mirror_logs_what_it_is_handed_without_reading_the_store(
     assert run_id is not None
     assert logged_steps(tracker, run_id) == Counter({0: 1, 8: 1, 16: 1})
     assert store.trial(SWEEP, "k1").mlflow_last_step == 16
+
+
+def child_runs(tracker: MlflowTracker) -> list[str]:
+    experiment = tracker.experiment_for(SWEEP)
+    runs = tracker.client.search_runs([experiment])
+    return [r.info.run_id for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def test_a_run_whose_id_never_reached_the_store_is_adopted(
+    stores: tuple[ResultsStore, MlflowTracker],
+) -> None:
+    store, tracker = stores
+    experiment = tracker.experiment_for(SWEEP)
+    parent = tracker.start_sweep_run(experiment, SWEEP, "name: mirrored\n", None)
+    # What the killed driver did: the run made with its tags, its params not yet logged, and
+    # its id never saved in the store.
+    orphan = tracker.start_trial_run(experiment, parent, SWEEP, (KEY, "seed=0"), {}, None)
+    assert store.trial(SWEEP, KEY).mlflow_run_id is None
+    assert a_mirror(store, tracker).sync_all() == 0
+    assert child_runs(tracker) == [orphan]
+    assert store.trial(SWEEP, KEY).mlflow_run_id == orphan
+    assert tracker.client.get_run(orphan).data.params == {"seed": "0"}
+    assert logged_steps(tracker, orphan) == Counter({0: 1, 8: 1, 16: 1, 24: 1, 32: 1})
+
+
+def test_the_sweeps_parent_run_is_found_by_its_tags(
+    stores: tuple[ResultsStore, MlflowTracker],
+) -> None:
+    _, tracker = stores
+    experiment = tracker.experiment_for(SWEEP)
+    first = tracker.start_sweep_run(experiment, SWEEP, "name: mirrored\n", None)
+    # The id never reached the store: the next driver passes none, and finds the same run.
+    assert tracker.start_sweep_run(experiment, SWEEP, "name: mirrored\n", None) == first
+    assert len(tracker.client.search_runs([experiment])) == 1
+
+
+def test_a_run_left_running_for_an_ended_trial_is_closed_with_its_status(
+    stores: tuple[ResultsStore, MlflowTracker],
+) -> None:
+    store, tracker = stores
+    store.register_trials(SWEEP, [NewTrial("k1", "seed=1", 1, {"seed": 1}, {"seed": 1})])
+    store.mark_running(SWEEP, "k1", None, None)
+    store.record_metrics(SWEEP, "k1", 0, {"loss": 1.0, "gap_norm": 0.5}, first_of_attempt=True)
+    first = a_mirror(store, tracker)
+    first.catch_up(KEY)
+    first.catch_up("k1")
+    # The driver recorded the trial's end, then died before closing its run.
+    store.record_metrics(SWEEP, KEY, 40, {"loss": 0.1, "gap_norm": 0.4})
+    store.finish_trial(SWEEP, KEY, "completed", {"loss": 0.1, "gap_norm": 0.4})
+    run_id, still_running = (store.trial(SWEEP, k).mlflow_run_id for k in (KEY, "k1"))
+    assert run_id is not None and still_running is not None
+    assert tracker.client.get_run(run_id).info.status == "RUNNING"
+    a_mirror(store, tracker).close_left_running()
+    assert tracker.client.get_run(run_id).info.status == "FINISHED"
+    assert logged_steps(tracker, run_id) == Counter({0: 1, 8: 1, 16: 1, 24: 1, 32: 1, 40: 1})
+    assert tracker.client.get_run(still_running).info.status == "RUNNING"  # not ended in SQL

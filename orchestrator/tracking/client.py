@@ -4,7 +4,9 @@ Every call that changes MLflow goes through `MlflowTracker`; the mirror, `sync` 
 use it and never touch MLflow's client themselves. It uses `MlflowClient` rather than the fluent
 API so that no global "active run" state is involved and several trials' runs can be open at
 once. Run ids are kept in the results store, so a sweep that is submitted again reuses its runs
-instead of creating duplicates.
+instead of creating duplicates; and since a driver can die between MLflow's `create_run` and
+saving the id in the store, a run is first looked for by its tags (the sweep, and the trial's
+key) before one is made: the next driver adopts the run the dead one made.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import functools
 import logging
 import math
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -25,7 +28,10 @@ from orchestrator.store.engine import mask_url
 
 PARAM_BATCH = 100  # MLflow accepts at most 100 params per log_batch call
 METRIC_BATCH = 1000  # and at most 1000 metric values
-SWEEP_TAG, KEY_TAG = "gapsweep.sweep", "gapsweep.trial_key"
+SWEEP_TAG, KEY_TAG, ROLE_TAG = "gapsweep.sweep", "gapsweep.trial_key", "gapsweep.role"
+SEARCH_PAGE = 1000  # runs per search_runs call
+# For the kill-window tests (docs/reliability.md): the driver SIGKILLs itself at the named point.
+KILL_ENV = "GAPSWEEP_KILL_DRIVER_AT"
 # MLflow 3's UI opens experiments in its GenAI view unless told they are model training.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
@@ -64,15 +70,25 @@ class MlflowTracker:
     def start_sweep_run(
         self, experiment_id: str, sweep: str, spec_text: str, existing: str | None
     ) -> str:
-        run_id = self._reusable(existing)
+        """The sweep's parent run: `existing` when it is still there, else the one an earlier
+        driver made (found by its tags), else a new one."""
+        run_id = self._reusable(existing) or self._find_sweep_run(experiment_id, sweep)
         if run_id is None:
-            tags = {SWEEP_TAG: sweep, "gapsweep.role": "sweep", **run_tags()}
+            tags = {SWEEP_TAG: sweep, ROLE_TAG: "sweep", **run_tags()}
             run = self.client.create_run(experiment_id, run_name=sweep, tags=tags)
             run_id = run.info.run_id
+            kill_point("sweep-run-created")
         else:
             self.client.update_run(run_id, status="RUNNING")
         self.client.log_text(run_id, spec_text, "spec.yaml")
         return run_id
+
+    def _find_sweep_run(self, experiment_id: str, sweep: str) -> str | None:
+        where = f"tags.`{SWEEP_TAG}` = '{sweep}' AND tags.`{ROLE_TAG}` = 'sweep'"
+        found = self.client.search_runs(
+            [experiment_id], where, max_results=1, order_by=["attributes.start_time ASC"]
+        )
+        return str(found[0].info.run_id) if found else None
 
     def start_trial_run(
         self,
@@ -83,7 +99,8 @@ class MlflowTracker:
         params: Mapping[str, Any],
         existing: str | None,
     ) -> str:
-        """A child run for the trial (key, name), reusing `existing` when it is still there."""
+        """A child run for the trial (key, name), reusing `existing` when it is still there.
+        The caller looks for a run an earlier driver made first (`trial_runs`)."""
         key, name = trial
         run_id = self._reusable(existing)
         if run_id is not None:
@@ -93,8 +110,33 @@ class MlflowTracker:
         if "seed" in params:
             tags["gapsweep.seed"] = str(params["seed"])
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)
-        self._log_params(run.info.run_id, params)
+        kill_point("trial-run-created")
+        self.log_params(run.info.run_id, params)
         return str(run.info.run_id)
+
+    def trial_runs(
+        self, experiment_id: str, sweep: str, status: str | None = None
+    ) -> dict[str, str]:
+        """The sweep's child runs by trial key (the oldest, where an earlier bug made two),
+        only those in `status` when given: a few search calls for the whole sweep."""
+        where = f"tags.`{SWEEP_TAG}` = '{sweep}' AND tags.`{KEY_TAG}` != ''"
+        if status is not None:
+            where += f" AND attributes.status = '{status}'"
+        found: dict[str, str] = {}
+        token: str | None = None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id],
+                where,
+                max_results=SEARCH_PAGE,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+            for run in page:
+                found.setdefault(str(run.data.tags[KEY_TAG]), str(run.info.run_id))
+            token = page.token
+            if not token:
+                return found
 
     def log_metrics(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
         from mlflow.entities import Metric
@@ -137,7 +179,8 @@ class MlflowTracker:
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
 
-    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """The trial's config; logging the same values again is allowed (an adopted run)."""
         from mlflow.entities import Param
 
         items = [Param(k, str(v)) for k, v in sorted(params.items())]
@@ -152,6 +195,14 @@ class MlflowTracker:
         except Exception:  # deleted or from another tracking store: make a new one
             return None
         return None if run.info.lifecycle_stage == "deleted" else run_id
+
+
+def kill_point(name: str) -> None:
+    """SIGKILL this process here when GAPSWEEP_KILL_DRIVER_AT names this point: how the tests
+    put a driver's death in a window between two writes. Unset, as it is outside tests, nothing
+    happens."""
+    if os.environ.get(KILL_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _first_line(exc: BaseException) -> str:

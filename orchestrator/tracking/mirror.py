@@ -5,6 +5,11 @@ mirror logs exactly what the recorder hands it, one report at a time, and moves 
 `mlflow_last_step` watermark; it reads the store only to catch a trial up: after an outage, for
 a run an earlier driver made (a resumed sweep) and in `orchestrator sync`. When MLflow fails the
 sweep goes on; the mirror stays quiet for a while, then tries again and catches up.
+
+A driver can die between any two of these writes. A run it made whose id never reached the store
+is found again by its tags and adopted, never made twice; a run it left RUNNING for a trial the
+store has since ended is closed with the trial's status by the next driver (`close_left_running`,
+at submit and resume) or by `orchestrator sync`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from orchestrator.plan import flatten
 from orchestrator.store.repository import ResultsStore
 from orchestrator.store.views import TrialView
 from orchestrator.tracking.artifacts import write_trial_artifacts
-from orchestrator.tracking.client import MlflowTracker
+from orchestrator.tracking.client import MlflowTracker, kill_point
 
 RETRY_AFTER_S = 20.0
 MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
@@ -56,6 +61,9 @@ class MlflowMirror:
         # Trials whose run this mirror made, or whose MLflow history it has checked against
         # the store's watermark: what it logs to them starts past that watermark.
         self.verified: set[str] = set()
+        # Runs of this sweep by trial key, as MLflow had them when this mirror first needed a
+        # run the store has no id for (None: not looked up yet).
+        self.orphans: dict[str, str] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -134,6 +142,7 @@ class MlflowMirror:
 
     def close_trial(self, key: str) -> None:
         """Catch up, then give the run the status the store has for the trial."""
+        kill_point("trial-closing")  # the store has the trial's end; MLflow not yet
         if key in self.behind or key not in self.runs:
             self.catch_up(key)
         view = self.store.trial(self.sweep, key)
@@ -151,6 +160,20 @@ class MlflowMirror:
     def finish_parent(self, run_id: str, summary: dict[str, float], status: str) -> None:
         self._attempt(lambda: self.tracker.log_metrics(run_id, 0, summary))
         self._attempt(lambda: self.tracker.end_run(run_id, status))
+
+    def close_left_running(self) -> None:
+        """Close the runs an earlier driver left RUNNING for trials the store has since ended
+        (it died between recording a trial's end and closing its run): caught up, then given the
+        trial's status. One search finds them; only those are touched."""
+        running = self._trial_runs("RUNNING")
+        if running is None:
+            return
+        ended = {v.key: v for v in self.store.trials(self.sweep) if v.status in MLFLOW_STATUS}
+        for key, run_id in running.items():
+            view = ended.get(key)
+            if view is not None and view.mlflow_run_id in (None, run_id):
+                self.behind.add(key)
+                self.close_trial(key)
 
     def sync_all(self) -> int:
         """Bring every trial of the sweep up to date; returns how many are not (MLflow down)."""
@@ -173,9 +196,23 @@ class MlflowMirror:
             self._attempt(lambda: self.tracker.log_files(run_id, files))
 
     def _run_for(self, view: TrialView) -> str | None:
+        """The trial's run: the one the store names, else one an earlier driver made but died
+        before storing its id (adopted), else a new one; None while MLflow is down."""
         if view.mlflow_run_id is not None:
             return view.mlflow_run_id
+        if self.orphans is None:
+            self.orphans = self._trial_runs()
+            if self.orphans is None:
+                return None
         params = flatten(view.config)
+        orphan = self.orphans.get(view.key)
+        if orphan is not None:
+            # Its params may never have been logged; the same values again are allowed.
+            if not self._attempt(lambda: self.tracker.log_params(orphan, params)):
+                return None
+            del self.orphans[view.key]
+            self.store.set_trial_run_id(self.sweep, view.key, orphan)
+            return orphan  # not verified: what it holds is checked before logging to it
         created: list[str] = []
 
         def create() -> None:
@@ -191,6 +228,15 @@ class MlflowMirror:
         self.verified.add(view.key)  # a new run has nothing logged yet
         self.store.set_trial_run_id(self.sweep, view.key, created[0])
         return created[0]
+
+    def _trial_runs(self, status: str | None = None) -> dict[str, str] | None:
+        """The sweep's runs in MLflow by trial key (None: MLflow is down)."""
+        found: list[dict[str, str]] = []
+
+        def search() -> None:
+            found.append(self.tracker.trial_runs(self.experiment_id, self.sweep, status))
+
+        return found[0] if self._attempt(search) else None
 
     def _quiet(self) -> bool:
         """MLflow failed a moment ago: wait before calling it again."""
