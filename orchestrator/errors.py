@@ -36,6 +36,11 @@ class SweepBusyError(GapsweepError):
     """Another driver holds the sweep's lease. Exit code 1."""
 
 
+class LeaseLostError(GapsweepError):
+    """Another driver took the sweep's lease over from this one, which therefore writes
+    nothing more and stops. Exit code 1."""
+
+
 class SweepFailedError(GapsweepError):
     """The sweep ran but some trials failed. Exit code 1."""
 

@@ -4,21 +4,43 @@ results store, mirrors it to MLflow, and feeds the live progress table.
 Trials never write to the stores themselves; their results (orchestrator/result.py) reach the
 driver through Tune and are recorded here once, in the order they arrive. The SQL store is written
 first: it is the record of truth; then the mirror hands the same values to MLflow.
+
+Once another driver took the sweep's lease over, the store refuses every write with
+`LeaseLostError`; each event is then dropped whole (MLflow included), and the run's stopper ends
+Tune (orchestrator/run.py), which raises that error.
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 from ray.tune import Callback
 
+from orchestrator.errors import LeaseLostError
 from orchestrator.progress import SweepProgress
 from orchestrator.result import TrialResult
 from orchestrator.store.repository import ResultsStore
 from orchestrator.trace import Trace
 from orchestrator.tracking.mirror import MlflowMirror
+
+P = ParamSpec("P")
+
+
+def _dropped_once_lease_lost(event: Callable[P, None]) -> Callable[P, None]:
+    """A Tune event whose writes the store refused (the lease moved on) is dropped whole: it
+    wrote nothing, and raising into Tune would only log a traceback before the stopper acts."""
+
+    @functools.wraps(event)
+    def recorded(*args: P.args, **kwargs: P.kwargs) -> None:
+        with suppress(LeaseLostError):
+            event(*args, **kwargs)
+
+    return recorded
 
 
 class Recorder(Callback):
@@ -48,6 +70,7 @@ class Recorder(Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
+    @_dropped_once_lease_lost
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]
         self.trace.event(key, "start", time.time())
@@ -57,6 +80,7 @@ class Recorder(Callback):
         self.mirror.open_trial(key)
         self.progress.update(key, status="running")
 
+    @_dropped_once_lease_lost
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
@@ -84,11 +108,13 @@ class Recorder(Callback):
         self.placed.add(key)
         return {"gapsweep.host": str(where.host), "gapsweep.node_id": str(where.node_id)}
 
+    @_dropped_once_lease_lost
     def on_checkpoint(
         self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any
     ) -> None:
         self.store.set_checkpoint(self.sweep, trial.config["trial_key"], str(checkpoint.path))
 
+    @_dropped_once_lease_lost
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]
         error = self.terminal_errors.pop(key, None)
@@ -102,6 +128,7 @@ class Recorder(Callback):
         key = trial.config["trial_key"]
         self.progress.update(key, status="pending")
 
+    @_dropped_once_lease_lost
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]
         error = error_summary(trial.error_file)

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
-import time
+import signal
+import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 # Ray Tune reads these when it is imported, so they are set before anything imports it: its
@@ -17,6 +21,7 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 from ray.tune import Callback
+from ray.tune.stopper import Stopper
 from rich.console import Console
 from rich.live import Live
 
@@ -26,16 +31,13 @@ from orchestrator.progress import SweepProgress
 from orchestrator.recorder import Recorder
 from orchestrator.settings import SubmitSettings
 from orchestrator.spec import LoadedSpec, SweepSpec
-from orchestrator.store.lease import Holder
+from orchestrator.store.lease import Fence
 from orchestrator.store.repository import ResultsStore
 from orchestrator.store.views import NewTrial, TrialView
 from orchestrator.tracking.client import MlflowTracker
 from orchestrator.tracking.mirror import MlflowMirror
 from orchestrator.tracking.sync import finish_parent, open_mlflow
 from orchestrator.trainer_registry import TRAINERS
-
-LEASE_STALE_AFTER_S = 120.0
-HEARTBEAT_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -65,19 +67,35 @@ def trials_to_run(plan: Plan, statuses: dict[str, str], rerun_failed: bool) -> l
 def run_sweep(
     loaded: LoadedSpec, plan: Plan, settings: SubmitSettings, console: Console, store: ResultsStore
 ) -> SweepOutcome:
-    spec = plan.spec
-    holder = Holder.this_process()
-    # The lease comes first, so that a sweep already being run is refused at once.
-    store.acquire_lease(spec.name, holder, LEASE_STALE_AFTER_S)
-    try:
-        with ThreadPoolExecutor(1, thread_name_prefix="gapsweep-mlflow") as pool:
-            # MLflow's start (its import and, for a new SQLite store, its schema migrations) and
-            # Ray's take seconds each and need nothing of each other: MLflow starts in a thread
-            # while Ray starts here (Ray wants the main thread for its signal handler).
-            mlflow = pool.submit(open_mlflow, settings.services.mlflow_uri, spec.name)
-            return _submit_holding_lease(loaded, plan, settings, console, store, mlflow, holder)
-    finally:
-        store.release_lease(spec.name, holder)
+    # The lease comes first, so that a sweep already being run is refused at once. A thread
+    # keeps it fresh until it is released, whatever the driver is doing meanwhile.
+    with _sigterm_as_ctrl_c(), store.holding_lease(plan.spec.name) as fence:
+        try:
+            outcome = _start_mlflow_and_submit(loaded, plan, settings, console, store, fence)
+        except BaseException:
+            # Whatever a lost lease made fail on the way out (Tune, a write), that is the news.
+            if fence.lost is not None:
+                raise fence.lost from None
+            raise
+        if fence.lost is not None:
+            raise fence.lost
+        return outcome
+
+
+def _start_mlflow_and_submit(
+    loaded: LoadedSpec,
+    plan: Plan,
+    settings: SubmitSettings,
+    console: Console,
+    store: ResultsStore,
+    fence: Fence,
+) -> SweepOutcome:
+    with ThreadPoolExecutor(1, thread_name_prefix="gapsweep-mlflow") as pool:
+        # MLflow's start (its import and, for a new SQLite store, its schema migrations) and
+        # Ray's take seconds each and need nothing of each other: MLflow starts in a thread
+        # while Ray starts here (Ray wants the main thread for its signal handler).
+        mlflow = pool.submit(open_mlflow, settings.services.mlflow_uri, plan.spec.name)
+        return _submit_holding_lease(loaded, plan, settings, console, store, mlflow, fence)
 
 
 def _submit_holding_lease(
@@ -87,7 +105,7 @@ def _submit_holding_lease(
     console: Console,
     store: ResultsStore,
     mlflow: Future[tuple[MlflowTracker, str]],
-    holder: Holder,
+    fence: Fence,
 ) -> SweepOutcome:
     spec = plan.spec
     metric = (spec.metric.name, spec.metric.mode)
@@ -115,7 +133,7 @@ def _submit_holding_lease(
         mirror.close_left_running()  # runs a killed driver left RUNNING for ended trials
         _say_what_is_skipped(console, plan, statuses, todo)
         if todo:
-            _run_sweep(plan, statuses, todo, settings, console, store, mirror, holder)
+            _run_sweep(plan, statuses, todo, settings, console, store, mirror, fence)
     finally:
         _shutdown_local_ray(settings.services.address)
     # Runs that ended while MLflow was away still need their last steps, status and artifacts.
@@ -140,15 +158,14 @@ def _run_sweep(
     console: Console,
     store: ResultsStore,
     mirror: MlflowMirror,
-    holder: Holder,
+    fence: Fence,
 ) -> None:
     name = plan.spec.name
     progress = _progress(plan, statuses, todo)
     try:
         with Live(progress, console=console, refresh_per_second=2, transient=False):
-            beat = Heartbeat(store, name, holder)
             recorder = Recorder(store, mirror, progress, TRAINERS[plan.spec.trainer].metrics)
-            _run_tune(plan, todo, settings, store, recorder, beat)
+            _run_tune(plan, todo, settings, store, recorder, LeaseStopper(fence))
     finally:
         # Trials Tune stopped without a verdict (Ctrl-C, driver shutdown) are not left
         # looking as if they were still running.
@@ -156,20 +173,40 @@ def _run_sweep(
             mirror.close_trial(key)
 
 
-class Heartbeat(Callback):
-    """Keeps the sweep's lease fresh while Tune runs (Tune calls this every loop iteration)."""
+class LeaseStopper(Stopper):
+    """Stops the whole Tune run once the sweep's lease is found lost (by the heartbeat thread
+    or by a refused write): another driver runs the sweep now."""
 
-    def __init__(self, store: ResultsStore, sweep: str, holder: Holder) -> None:
-        self.store, self.sweep, self.holder = store, sweep, holder
-        self.last = time.monotonic()
+    def __init__(self, fence: Fence) -> None:
+        self.fence: Fence | None = fence
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"sweep": self.sweep}  # see Recorder.__getstate__
+        return {"fence": None}  # see Recorder.__getstate__
 
-    def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        if time.monotonic() - self.last >= HEARTBEAT_EVERY_S:
-            self.store.heartbeat(self.sweep, self.holder)
-            self.last = time.monotonic()
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return self.stop_all()
+
+    def stop_all(self) -> bool:
+        return self.fence is not None and self.fence.lost is not None
+
+
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM does what Ctrl-C does: Tune stops its trials (they are marked stopped), the lease
+    is released and the way to resume is printed. `_init_ray` installs it again after Ray
+    replaced it with its own."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    before = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _progress(plan: Plan, statuses: dict[str, str], todo: list[Trial]) -> SweepProgress:
@@ -203,7 +240,7 @@ def _run_tune(
     settings: SubmitSettings,
     store: ResultsStore,
     recorder: Callback,
-    heartbeat: Callback,
+    stopper: Stopper,
 ) -> None:
     from ray import tune
 
@@ -231,7 +268,8 @@ def _run_tune(
             name=spec.name,
             storage_path=str(settings.services.storage.resolve()),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            callbacks=[recorder, heartbeat],
+            callbacks=[recorder],
+            stop=stopper,
             verbose=0,
             # The latest checkpoint resumes a retry; the one before stays as a fallback.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -262,6 +300,10 @@ def _init_ray(address: str | None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
         raise ServiceError(f"cannot connect to the Ray cluster at {where}: {exc}") from None
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            # ray.init sets a SIGTERM handler of its own, which exits at once.
+            signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _new_trial(t: Trial) -> NewTrial:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from orchestrator.errors import InputError, ServiceError, SweepBusyError
+from orchestrator.errors import InputError, LeaseLostError, ServiceError, SweepBusyError
 from orchestrator.store.engine import mask_url
 from orchestrator.store.lease import Holder
 from orchestrator.store.repository import ResultsStore
@@ -204,7 +204,7 @@ def test_one_lease_per_sweep(store: ResultsStore) -> None:
     with pytest.raises(SweepBusyError, match="already being run by process 1 on host-1"):
         store.acquire_lease("s", second, stale_after_s=60)
     store.acquire_lease("other", second, stale_after_s=60)  # other sweeps are independent
-    store.release_lease("s", first)
+    store.release_lease("s")
     store.acquire_lease("s", second, stale_after_s=60)
 
 
@@ -228,6 +228,94 @@ def test_a_lease_of_a_dead_process_on_this_host_is_taken_over(store: ResultsStor
     store.acquire_lease("s", me, stale_after_s=60)
     with pytest.raises(SweepBusyError):
         store.acquire_lease("s", Holder(id="c", host=me.host, pid=me.pid), stale_after_s=60)
+
+
+def test_every_acquisition_gets_a_larger_epoch(store: ResultsStore) -> None:
+    """Taken, released and taken again, or taken over: the epoch only grows (the row stays)."""
+    a, b = Holder(id="a", host="h", pid=1), Holder(id="b", host="h2", pid=2)
+    epochs = [store.acquire_lease("s", a, 60).epoch]
+    store.release_lease("s")
+    epochs.append(store.acquire_lease("s", a, 60).epoch)
+    epochs.append(store.acquire_lease("s", b, stale_after_s=0).epoch)  # a takeover
+    store.release_lease("s")
+    epochs.append(store.acquire_lease("s", b, 60).epoch)
+    assert epochs == [1, 2, 3, 4]
+    assert store.acquire_lease("other", a, 60).epoch == 1  # per sweep
+
+
+def test_a_stale_holder_writes_nothing_after_a_takeover(store: ResultsStore) -> None:
+    """Two stores on one database, as two drivers would have: once the second took the lease
+    over, every write of the first is refused, naming who took over, and changes nothing."""
+    add_sweep(store)
+    store.acquire_lease("s", Holder(id="old", host="host-old", pid=11), 60)
+    store.mark_running("s", "k0", None, None)
+    store.record_metrics("s", "k0", 0, {"loss": 4.0}, first_of_attempt=True)
+    with ResultsStore(store.url) as other:
+        new = other.acquire_lease("s", Holder(id="new", host="host-new", pid=22), 0)
+        assert new.epoch == 2
+        before = store.trials("s")
+        writes = {
+            "record_metrics": lambda: store.record_metrics("s", "k0", 2, {"loss": 3.0}),
+            "finish_trial": lambda: store.finish_trial("s", "k0", "completed", {"loss": 3.0}),
+            "mark_running": lambda: store.mark_running("s", "k1", None, None),
+            "set_placement": lambda: store.set_placement("s", "k0", "h", "n"),
+            "set_checkpoint": lambda: store.set_checkpoint("s", "k0", "/ckpt"),
+            "set_trial_run_id": lambda: store.set_trial_run_id("s", "k0", "run"),
+            "set_mlflow_step": lambda: store.set_mlflow_step("s", "k0", 0),
+            "stop_unfinished": lambda: store.stop_unfinished("s", ["k0"]),
+            "set_sweep_mlflow": lambda: store.set_sweep_mlflow("s", "e", "r"),
+            "register_trials": lambda: store.register_trials("s", new_trials(5)),
+            "heartbeat": lambda: store.heartbeat("s"),
+        }
+        for name, write in writes.items():
+            with pytest.raises(LeaseLostError, match="taken over by process 22 on host-new"):
+                write()
+                pytest.fail(f"{name} wrote after the takeover")
+        assert store.trials("s") == before, "a refused write changed something"
+        assert store.count_metric_rows("s") == 1
+        store.release_lease("s")  # releasing a lost lease leaves the new holder's alone
+        other.record_metrics("s", "k0", 2, {"loss": 3.0})
+        with pytest.raises(SweepBusyError, match="process 22 on host-new"):
+            store.acquire_lease("s", Holder(id="third", host="h3", pid=33), 60)
+    assert store.metric_series("s", "k0", "loss") == [(0, 4.0), (2, 3.0)]
+
+
+def test_staleness_is_judged_by_the_database_clock(store: ResultsStore) -> None:
+    import time
+
+    store.acquire_lease("s", Holder(id="a", host="h", pid=1), 60)
+    time.sleep(1.5)
+    with ResultsStore(store.url) as other:
+        with pytest.raises(SweepBusyError, match=r"last heartbeat [12] s ago"):
+            other.acquire_lease("s", Holder(id="b", host="h2", pid=2), stale_after_s=60)
+        assert other.acquire_lease("s", Holder(id="b", host="h2", pid=2), 1.0).epoch == 2
+
+
+def test_a_held_lease_is_kept_fresh_by_its_heartbeat_thread(store: ResultsStore) -> None:
+    import time
+
+    with store.holding_lease("s", stale_after_s=1.0) as fence, ResultsStore(store.url) as other:
+        time.sleep(2.5)  # more than twice the timeout: only the thread's beats keep it
+        with pytest.raises(SweepBusyError, match="already being run"):
+            other.acquire_lease("s", Holder(id="b", host="h2", pid=2), stale_after_s=1.0)
+        assert fence.lost is None
+    with ResultsStore(store.url) as other:  # released at the end of the block
+        assert other.acquire_lease("s", Holder(id="b", host="h2", pid=2), 60).epoch == 2
+
+
+def test_a_heartbeat_that_finds_the_lease_taken_over_flags_it(store: ResultsStore) -> None:
+    import time
+
+    add_sweep(store)
+    with store.holding_lease("s", stale_after_s=1.0) as fence, ResultsStore(store.url) as other:
+        other.acquire_lease("s", Holder(id="b", host="h2", pid=2), stale_after_s=0)
+        deadline = time.monotonic() + 5
+        while fence.lost is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fence.lost is not None and "process 2 on h2" in str(fence.lost)
+        with pytest.raises(LeaseLostError):
+            store.set_checkpoint("s", "k0", "/late")
+    assert store.trials("s")[0].checkpoint_path is None
 
 
 def test_two_processes_opening_a_fresh_store_at_once(tmp_path: Path) -> None:

@@ -22,11 +22,16 @@ def sync(
     mlflow_uri: MlflowUri = DEFAULT_MLFLOW_URI,
     results_db: ResultsDb = DEFAULT_RESULTS_DB,
 ) -> None:
-    """Back-fill MLflow from the results store: runs, metric steps and statuses it missed."""
+    """Back-fill MLflow from the results store: runs, metric steps and statuses it missed.
+    It takes the sweep's lease, so it is refused while a driver runs the sweep."""
     from orchestrator.store.repository import ResultsStore
     from orchestrator.tracking.sync import sync_mlflow
 
-    with exit_codes(), ResultsStore.open_existing(results_db) as store:
+    with (
+        exit_codes(),
+        ResultsStore.open_existing(results_db) as store,
+        store.holding_lease(sweep),
+    ):
         behind = sync_mlflow(store, sweep, mlflow_uri, error)
     if behind:
         error(f"{behind} trials could not be brought up to date; is MLflow reachable?")

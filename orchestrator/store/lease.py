@@ -1,11 +1,19 @@
-"""The sweep lease: one driver at a time per sweep. A row per sweep names the holder process;
-its heartbeat keeps it; a lease whose heartbeat is stale, or whose holder process on the same
-host is gone, is taken over (its driver died without releasing it)."""
+"""The sweep lease: one driver at a time per sweep, fenced.
+
+A row per sweep names the holder process; a heartbeat from a thread of the driver keeps it
+fresh; a lease whose heartbeat is stale by the database's clock, or whose holder process on the
+same host is gone, is taken over. Every acquisition increments the row's `epoch` in the same
+statement that takes it, and a release only marks the row released, so the epoch never goes
+backwards. A driver's writes go through `guard`: a conditional UPDATE of the lease row on
+(holder, epoch), the first statement of the write's own transaction, so a write is either
+committed before a takeover or refused after it with `LeaseLostError`.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -13,14 +21,38 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, update
+from sqlalchemy import CursorResult, DateTime, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
-from orchestrator.errors import SweepBusyError
-from orchestrator.store.models import LeaseRow, utcnow
+from orchestrator.errors import InputError, LeaseLostError, ServiceError, SweepBusyError
+from orchestrator.store.models import LeaseRow
 
 Sessions = Callable[[], AbstractContextManager[Session]]
+
+TIMEOUT_ENV = "GAPSWEEP_LEASE_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 120.0
+
+
+class db_now(FunctionElement[datetime]):
+    """The database's clock, so that no two drivers' clocks are compared: CURRENT_TIMESTAMP,
+    and on SQLite the same in UTC with milliseconds (its CURRENT_TIMESTAMP has whole seconds)."""
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+
+
+@compiles(db_now)
+def _db_now(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "CURRENT_TIMESTAMP"
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "STRFTIME('%Y-%m-%d %H:%M:%f', 'now')"
 
 
 @dataclass(frozen=True)
@@ -36,63 +68,157 @@ class Holder:
         return cls(id=uuid.uuid4().hex, host=socket.gethostname(), pid=os.getpid())
 
 
-def acquire(sessions: Sessions, sweep: str, holder: Holder, stale_after_s: float) -> None:
+class Fence:
+    """One acquisition of a sweep's lease: what every write of its driver is checked against.
+    `lost` is set (from any thread) once the lease is found to belong to another driver."""
+
+    def __init__(self, sweep: str, holder: Holder, epoch: int) -> None:
+        self.sweep, self.holder, self.epoch = sweep, holder, epoch
+        self.lost: LeaseLostError | None = None
+
+
+def timeout_s() -> float:
+    """How long a lease without a heartbeat stays its holder's: GAPSWEEP_LEASE_TIMEOUT_S."""
+    given = os.environ.get(TIMEOUT_ENV)
+    if given is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(given)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise InputError(f"{TIMEOUT_ENV}={given!r} is not a positive number of seconds")
+    return value
+
+
+def heartbeat_every_s(stale_after_s: float) -> float:
+    """A few heartbeats fit into the timeout, at most one every 10 s."""
+    return min(10.0, stale_after_s / 4)
+
+
+def acquire(sessions: Sessions, sweep: str, holder: Holder, stale_after_s: float) -> Fence:
     """Become the one driver of `sweep`, or raise SweepBusyError naming who is."""
-    now = utcnow()
     try:
         with sessions() as s:
-            s.add(LeaseRow(sweep_name=sweep, **_holder_columns(holder, now)))
-        return
+            s.execute(insert(LeaseRow).values(sweep_name=sweep, epoch=1, **_holder_columns(holder)))
+        return Fence(sweep, holder, 1)
     except IntegrityError:
         pass
     with sessions() as s:
-        current = s.get(LeaseRow, sweep)
-        if current is None:  # released in between: try once more from the start
+        found = s.execute(select(LeaseRow, db_now()).where(LeaseRow.sweep_name == sweep)).first()
+        if found is None:  # cannot happen (rows are never deleted), but try from the start
             return acquire(sessions, sweep, holder, stale_after_s)
-        _refuse_if_alive(current, sweep, holder, now, stale_after_s)
+        current, now = found
+        epoch = current.epoch  # the UPDATE below refreshes `current` in the session
+        if current.released_at is None:
+            _refuse_if_alive(current, sweep, holder, _age_s(current, now), stale_after_s)
         taken = cast(
             CursorResult[Any],
             s.execute(
                 update(LeaseRow)
-                .where(LeaseRow.sweep_name == sweep, LeaseRow.holder == current.holder)
-                .values(**_holder_columns(holder, now))
+                .where(LeaseRow.sweep_name == sweep, LeaseRow.epoch == epoch)
+                .values(epoch=LeaseRow.epoch + 1, released_at=None, **_holder_columns(holder))
             ),
         )
         if taken.rowcount != 1:  # another driver took it over first
             raise SweepBusyError(f"sweep {sweep!r} was just taken over by another driver")
-    return None
+        return Fence(sweep, holder, epoch + 1)
 
 
-def heartbeat(sessions: Sessions, sweep: str, holder: Holder) -> None:
+def guard(s: Session, fence: Fence) -> None:
+    """Refuse the write of session `s` unless the lease is still `fence`'s. The conditional
+    UPDATE locks the lease row (PostgreSQL) or takes the write lock (SQLite) until `s` commits,
+    so no takeover slips in between the check and the write."""
+    if fence.lost is not None:
+        raise fence.lost
+    if not _touch(s, fence, {"epoch": LeaseRow.epoch}):
+        raise _lost(s, fence)
+
+
+def heartbeat(sessions: Sessions, fence: Fence) -> None:
+    """Refresh the lease by the database's clock; LeaseLostError when it is no longer ours."""
+    if fence.lost is not None:
+        raise fence.lost
     with sessions() as s:
+        if not _touch(s, fence, {"heartbeat_at": db_now()}):
+            raise _lost(s, fence)
+
+
+def release(sessions: Sessions, fence: Fence) -> None:
+    """Mark the lease released, when it is still ours (a lost one is left to its new holder)."""
+    with sessions() as s:
+        _touch(s, fence, {"released_at": db_now()})
+
+
+class HeartbeatThread(threading.Thread):
+    """Beats for the whole life of a lease, whatever the main thread is doing. A transient
+    store failure is tried again at the next beat; a lost lease ends the thread (the fence
+    says so to every later write)."""
+
+    def __init__(self, beat: Callable[[], None], every_s: float) -> None:
+        super().__init__(name="gapsweep-lease-heartbeat", daemon=True)
+        self.beat, self.every_s = beat, every_s
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.every_s):
+            try:
+                self.beat()
+            except LeaseLostError:
+                return
+            except ServiceError:
+                continue
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join()
+
+
+def _touch(s: Session, fence: Fence, values: dict[str, Any]) -> bool:
+    touched = cast(
+        CursorResult[Any],
         s.execute(
             update(LeaseRow)
-            .where(LeaseRow.sweep_name == sweep, LeaseRow.holder == holder.id)
-            .values(heartbeat_at=utcnow())
-        )
+            .where(
+                LeaseRow.sweep_name == fence.sweep,
+                LeaseRow.holder == fence.holder.id,
+                LeaseRow.epoch == fence.epoch,
+                LeaseRow.released_at.is_(None),
+            )
+            .values(values)
+        ),
+    )
+    return touched.rowcount == 1
 
 
-def release(sessions: Sessions, sweep: str, holder: Holder) -> None:
-    with sessions() as s:
-        s.execute(
-            delete(LeaseRow).where(LeaseRow.sweep_name == sweep, LeaseRow.holder == holder.id)
-        )
+def _lost(s: Session, fence: Fence) -> LeaseLostError:
+    """The error for a lease found not to be ours any more, remembered by the fence."""
+    now = s.get(LeaseRow, fence.sweep, populate_existing=True)
+    if now is None or now.epoch == fence.epoch:
+        what = f"the lease of sweep {fence.sweep!r} was released"
+    else:
+        when = _aware(now.acquired_at).strftime("%Y-%m-%d %H:%M:%S UTC")
+        what = f"sweep {fence.sweep!r} was taken over by process {now.pid} on {now.host} at {when}"
+    fence.lost = LeaseLostError(
+        f"{what} (lease epoch {fence.epoch} was this driver's); this driver wrote nothing "
+        "after that"
+    )
+    return fence.lost
 
 
-def _holder_columns(holder: Holder, now: datetime) -> dict[str, Any]:
+def _holder_columns(holder: Holder) -> dict[str, Any]:
     return {
         "holder": holder.id,
         "host": holder.host,
         "pid": holder.pid,
-        "acquired_at": now,
-        "heartbeat_at": now,
+        "acquired_at": db_now(),
+        "heartbeat_at": db_now(),
     }
 
 
 def _refuse_if_alive(
-    current: LeaseRow, sweep: str, holder: Holder, now: datetime, stale_after_s: float
+    current: LeaseRow, sweep: str, holder: Holder, age: float, stale_after_s: float
 ) -> None:
-    age = (now - _aware(current.heartbeat_at)).total_seconds()
     dead = current.host == holder.host and not _pid_alive(current.pid)
     if age < stale_after_s and not dead:
         raise SweepBusyError(
@@ -101,6 +227,10 @@ def _refuse_if_alive(
             f"or stop it first — a lease left by a killed driver expires after "
             f"{stale_after_s:.0f} s"
         )
+
+
+def _age_s(current: LeaseRow, now: datetime) -> float:
+    return (_aware(now) - _aware(current.heartbeat_at)).total_seconds()
 
 
 def _aware(moment: datetime) -> datetime:

@@ -78,7 +78,11 @@ class TrialRow(Base):
 
 class LeaseRow(Base):
     """Who is running a sweep now: a second `submit` of the same sweep refuses while the
-    holder's heartbeat is fresh, and takes over a lease whose holder died."""
+    holder's heartbeat is fresh, and takes over a lease whose holder died.
+
+    The row outlives its holders: a release only sets `released_at`, so `epoch`, which every
+    acquisition increments, never goes backwards, and a driver's writes carry the epoch they
+    were made under (lease.py)."""
 
     __tablename__ = "leases"
 
@@ -88,6 +92,8 @@ class LeaseRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    epoch: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class MetricRow(Base):

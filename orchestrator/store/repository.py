@@ -5,6 +5,9 @@ holds at most one value per (step, name); a trial's status moves pending -> runn
 completed | failed | stopped, and a trial that completed is never reset by `register_trials`.
 Every public method raises the database driver's failures as `ServiceError` naming the store
 by its masked URL. Use it as a context manager, which disposes of its connections.
+
+While this store holds a sweep's lease (`holding_lease`), every write to that sweep is fenced:
+it is refused with `LeaseLostError`, writing nothing, once another driver took the lease over.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator.errors import InputError, ServiceError
 from orchestrator.store import lease
 from orchestrator.store.engine import bring_schema_to_head, driver_errors, make_engine, mask_url
-from orchestrator.store.lease import Holder
+from orchestrator.store.lease import Fence, HeartbeatThread, Holder
 from orchestrator.store.models import MetricRow, SweepRow, TrialRow, utcnow
 from orchestrator.store.views import (
     TERMINAL,
@@ -44,6 +47,7 @@ class ResultsStore:
         # Row ids never change once made (rows are never deleted), so each is looked up once.
         self._sweep_ids: dict[str, int] = {}
         self._trial_ids: dict[tuple[str, str], int] = {}
+        self._fences: dict[str, Fence] = {}  # the leases this store holds, by sweep
         try:
             self.schema_change = bring_schema_to_head(self.engine, url)
         except OperationalError as exc:
@@ -79,6 +83,15 @@ class ResultsStore:
         with driver_errors(self.url), self._sessions.begin() as session:
             yield session
 
+    @contextmanager
+    def _writing(self, sweep: str) -> Iterator[Session]:
+        """A session for a write to `sweep`, fenced by its lease when this store holds it."""
+        with self._session() as session:
+            fence = self._fences.get(sweep)
+            if fence is not None:
+                lease.guard(session, fence)
+            yield session
+
     # -- sweeps -------------------------------------------------------------------------------
 
     def upsert_sweep(
@@ -90,7 +103,7 @@ class ResultsStore:
         metric: tuple[str, str],
         overrides: dict[str, Any] | None = None,
     ) -> SweepView:
-        with self._session() as s:
+        with self._writing(name) as s:
             row = s.scalar(select(SweepRow).where(SweepRow.name == name))
             if row is None:
                 row = SweepRow(name=name, created_at=utcnow())
@@ -136,7 +149,7 @@ class ResultsStore:
             return [sweep_view(r) for r in s.scalars(select(SweepRow).order_by(SweepRow.id))]
 
     def set_sweep_mlflow(self, name: str, experiment_id: str, run_id: str) -> None:
-        with self._session() as s:
+        with self._writing(name) as s:
             s.execute(
                 update(SweepRow)
                 .where(SweepRow.name == name)
@@ -145,20 +158,40 @@ class ResultsStore:
 
     # -- the lease (lease.py) -----------------------------------------------------------------
 
-    def acquire_lease(self, sweep: str, holder: Holder, stale_after_s: float) -> None:
-        lease.acquire(self._session, sweep, holder, stale_after_s)
+    def acquire_lease(self, sweep: str, holder: Holder, stale_after_s: float) -> Fence:
+        """Take the sweep's lease (SweepBusyError while a live driver holds it); from now on
+        every write of this store to the sweep is fenced by it."""
+        fence = lease.acquire(self._session, sweep, holder, stale_after_s)
+        self._fences[sweep] = fence
+        return fence
 
-    def heartbeat(self, sweep: str, holder: Holder) -> None:
-        lease.heartbeat(self._session, sweep, holder)
+    def heartbeat(self, sweep: str) -> None:
+        lease.heartbeat(self._session, self._fences[sweep])
 
-    def release_lease(self, sweep: str, holder: Holder) -> None:
-        lease.release(self._session, sweep, holder)
+    def release_lease(self, sweep: str) -> None:
+        fence = self._fences.pop(sweep, None)
+        if fence is not None:
+            lease.release(self._session, fence)
+
+    @contextmanager
+    def holding_lease(self, sweep: str, stale_after_s: float | None = None) -> Iterator[Fence]:
+        """The sweep's lease, kept fresh by a heartbeat thread until the block ends, then
+        released. `stale_after_s` defaults to GAPSWEEP_LEASE_TIMEOUT_S (or 120 s)."""
+        timeout = lease.timeout_s() if stale_after_s is None else stale_after_s
+        fence = self.acquire_lease(sweep, Holder.this_process(), timeout)
+        beats = HeartbeatThread(lambda: self.heartbeat(sweep), lease.heartbeat_every_s(timeout))
+        beats.start()
+        try:
+            yield fence
+        finally:
+            beats.stop()
+            self.release_lease(sweep)
 
     # -- trials -------------------------------------------------------------------------------
 
     def register_trials(self, sweep: str, trials: Sequence[NewTrial]) -> dict[str, str]:
         """Add the trials not yet stored as pending; return every planned key's current status."""
-        with self._session() as s:
+        with self._writing(sweep) as s:
             sweep_id = self._sweep_id(s, sweep)
             existing = {
                 r.key: r for r in s.scalars(select(TrialRow).where(TrialRow.sweep_id == sweep_id))
@@ -176,7 +209,7 @@ class ResultsStore:
     def mark_running(self, sweep: str, key: str, host: str | None, node_id: str | None) -> int:
         """Start a new attempt; returns its number. The series so far is kept: an attempt that
         resumes from a checkpoint continues it (see `record_metrics`)."""
-        with self._session() as s:
+        with self._writing(sweep) as s:
             row = s.get_one(TrialRow, self._trial_id(s, sweep, key))
             row.status, row.attempts = "running", row.attempts + 1
             row.host, row.node_id, row.started_at, row.ended_at = host, node_id, utcnow(), None
@@ -231,7 +264,7 @@ class ResultsStore:
         """Store one step's values, replacing any stored for that step. The first result of an
         attempt also drops every later step: those came from a failed attempt after the
         checkpoint this one resumed from, and will be reported again."""
-        with self._session() as s:
+        with self._writing(sweep) as s:
             trial_id = self._trial_id(s, sweep, key)
             stale = MetricRow.step >= step if first_of_attempt else MetricRow.step == step
             s.execute(delete(MetricRow).where(MetricRow.trial_id == trial_id, stale))
@@ -261,7 +294,7 @@ class ResultsStore:
 
     def stop_unfinished(self, sweep: str, keys: Sequence[str]) -> list[str]:
         """Mark the given trials that are still running as stopped; returns their keys."""
-        with self._session() as s:
+        with self._writing(sweep) as s:
             rows = s.scalars(
                 select(TrialRow).where(
                     TrialRow.sweep_id == self._sweep_id(s, sweep),
@@ -304,7 +337,7 @@ class ResultsStore:
     # -- helpers ------------------------------------------------------------------------------
 
     def _update_trial(self, sweep: str, key: str, values: dict[str, Any]) -> None:
-        with self._session() as s:
+        with self._writing(sweep) as s:
             s.execute(
                 update(TrialRow).where(TrialRow.id == self._trial_id(s, sweep, key)).values(values)
             )
