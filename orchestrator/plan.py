@@ -14,10 +14,14 @@ from pydantic import BaseModel, ValidationError
 if TYPE_CHECKING:
     from numpy.random import Generator
 
+from orchestrator.budget import budget_problems
 from orchestrator.errors import SpecError
 from orchestrator.overrides import set_paths
+from orchestrator.settings import MAX_TRIALS_WITHOUT_YES, TRIAL_CAP
 from orchestrator.spec import Domain, LoadedSpec, SweepSpec
 from orchestrator.trainer_registry import TRAINERS
+
+TRIAL_NAME_CHARS = 500  # the results store's column; a longer name is cut (the key identifies)
 
 
 @dataclass(frozen=True)
@@ -44,9 +48,36 @@ class Plan:
     duplicates_dropped: int = 0
 
 
+def planned_trials(spec: SweepSpec) -> int:
+    """How many trials the spec expands to at most (draws may repeat), counted without
+    expanding: the product of the grids' sizes times num_samples."""
+    grids = [len(d.grid) for d in spec.parameters.values() if d.grid is not None]
+    return math.prod(grids) * spec.num_samples
+
+
+def check_trial_count(loaded: LoadedSpec, yes: bool) -> None:
+    """Refuse a sweep over the hard cap, or over the --yes limit without --yes, before any of
+    its trials is expanded (a 10^12-point grid is answered at once)."""
+    count = planned_trials(loaded.spec)
+    if count > TRIAL_CAP:
+        raise SpecError(
+            f"{loaded.path}: parameters: the sweep expands to {count:,} trials, more than "
+            f"gapsweep plans in one sweep ({TRIAL_CAP:,}; GAPSWEEP_TRIAL_CAP); split it or use "
+            "search: random with num_samples"
+        )
+    if count > MAX_TRIALS_WITHOUT_YES and not yes:
+        raise SpecError(
+            f"{loaded.path}: parameters: the sweep expands to {count:,} trials, more than "
+            f"{MAX_TRIALS_WITHOUT_YES:,} (GAPSWEEP_MAX_TRIALS); pass --yes to go on"
+        )
+
+
 def expand(loaded: LoadedSpec) -> Plan:
-    """All trials of the spec, in a stable order; raises SpecError listing every invalid value."""
+    """All trials of the spec, in a stable order; raises SpecError listing every invalid value.
+
+    Callers check the trial count first (check_trial_count); the hard cap holds here too."""
     spec = loaded.spec
+    check_trial_count(loaded, yes=True)
     assignments = _assignments(spec)
     model = TRAINERS[spec.trainer].config_model
     trials: list[Trial] = []
@@ -59,6 +90,7 @@ def expand(loaded: LoadedSpec) -> Plan:
             problems += _value_problems(exc, varied, str(loaded.path))
             continue
         problems += device_problems(spec, config, str(loaded.path))
+        problems += budget_problems(config, str(loaded.path), varied)
         key = trial_key(spec.trainer, config)
         if key in seen:
             continue
@@ -101,7 +133,8 @@ def trial_name(varied: dict[str, Any]) -> str:
     for (path, value), leaf in zip(varied.items(), leaves, strict=True):
         label = leaf if leaves.count(leaf) == 1 else path
         parts.append(f"{label}={format_value(value)}")
-    return " ".join(parts) or "trial"
+    name = " ".join(parts) or "trial"
+    return name if len(name) <= TRIAL_NAME_CHARS else name[: TRIAL_NAME_CHARS - 3] + "..."
 
 
 def format_value(value: Any) -> str:

@@ -13,6 +13,9 @@ DEFAULT_RESULTS_DB = "sqlite:///results.db"
 DEFAULT_STORAGE = Path("runs")
 # A sweep larger than this runs only with --yes (GAPSWEEP_MAX_TRIALS sets it).
 MAX_TRIALS_WITHOUT_YES = int(os.environ.get("GAPSWEEP_MAX_TRIALS", "1000"))
+# No sweep is larger than this, --yes or not: planning holds every trial's config in memory
+# (about 100,000 take a minute and a few hundred MB). GAPSWEEP_TRIAL_CAP sets it.
+TRIAL_CAP = int(os.environ.get("GAPSWEEP_TRIAL_CAP", "100000"))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,13 @@ from orchestrator.overrides import override_problems, with_overrides
 from orchestrator.trainer_registry import TRAINERS, config_paths
 
 DOMAIN_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
-NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+# A leading letter or digit keeps `.`, `..` and option-like names out: the name becomes a folder.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Limits checked before any work is done on a spec: its file size and its YAML aliases (a few
+# hundred bytes of nested aliases expand to billions of values: the "billion laughs").
+MAX_SPEC_BYTES = 1_000_000
+MAX_YAML_ALIASES = 32
+INT64_MAX = 2**63 - 1
 
 
 class _Frozen(BaseModel):
@@ -57,11 +64,23 @@ class Domain(_Frozen):
             raise ValueError(f"{given[0]} needs low < high, got {list(bounds)}")
         if self.loguniform is not None and self.loguniform[0] <= 0:
             raise ValueError("loguniform needs low > 0")
+        if bounds is not None:
+            _check_drawable(given[0], bounds)
         return self
 
     @property
     def kind(self) -> str:
         return next(k for k in DOMAIN_KINDS if getattr(self, k) is not None)
+
+
+def _check_drawable(kind: str, bounds: tuple[float, float] | tuple[int, int]) -> None:
+    """Bounds the random generator can draw between (numpy refuses infinite or huge ranges)."""
+    low, high = bounds
+    if kind == "randint":
+        if not -INT64_MAX <= low < high <= INT64_MAX:
+            raise ValueError(f"randint bounds must lie within ±{INT64_MAX} (2^63 - 1)")
+    elif not (math.isfinite(low) and math.isfinite(high) and math.isfinite(high - low)):
+        raise ValueError(f"{kind} needs finite bounds with a finite difference, got {list(bounds)}")
 
 
 class MetricSpec(_Frozen):
@@ -100,8 +119,8 @@ class SweepSpec(_Frozen):
     def _safe_name(cls, name: str) -> str:
         if not re.fullmatch(NAME_PATTERN, name):
             raise ValueError(
-                f"{name!r}: use only letters, digits, '-', '_' and '.' "
-                "(the name becomes a folder and the MLflow experiment)"
+                f"{name!r}: start with a letter or digit and use only letters, digits, '-', '_'"
+                " and '.' (the name becomes a folder and the MLflow experiment)"
             )
         return name
 
@@ -166,7 +185,10 @@ def load_spec_text(text: str, path: Path, overrides: Mapping[str, Any] | None = 
 
 def format_validation_error(exc: ValidationError, prefix: str, loc_prefix: str = "") -> list[str]:
     lines = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for err in errors:
+        if err["type"] == "too_short" and _has_item_error(err["loc"], errors):
+            continue  # a list whose only item is invalid: the item's own line says it all
         parts = [str(p) for p in err["loc"]]
         loc = f"{loc_prefix}{'.'.join(parts)}" if parts else loc_prefix.rstrip(".")
         msg = err["msg"].removeprefix("Value error, ")
@@ -174,6 +196,10 @@ def format_validation_error(exc: ValidationError, prefix: str, loc_prefix: str =
             msg = "unknown key" + _did_you_mean(parts[-1], _known_keys(parts[:-1]))
         lines.append(f"{prefix}: {loc or '(top level)'}: {msg}")
     return lines
+
+
+def _has_item_error(loc: tuple[Any, ...], errors: list[Any]) -> bool:
+    return any(len(e["loc"]) > len(loc) and e["loc"][: len(loc)] == loc for e in errors)
 
 
 def _known_keys(parent: list[str]) -> list[str]:
@@ -189,13 +215,19 @@ def _known_keys(parent: list[str]) -> list[str]:
 
 def _read_text(path: Path) -> str:
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)  # never more than the limit, whatever the file is
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise SpecError(f"{path}: is a directory, not a spec file") from None
     except OSError as exc:
         raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{path}: larger than {MAX_SPEC_BYTES:,} bytes; a spec describes a sweep, its values "
+            "come from grids and ranges, not from a file this size"
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -203,13 +235,33 @@ def _read_text(path: Path) -> str:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys instead of keeping the last one."""
+    """SafeLoader that rejects duplicate mapping keys instead of keeping the last one, keys that
+    are not plain values, and more than MAX_YAML_ALIASES aliases."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_YAML_ALIASES} aliases (*name) in one spec", mark
+                )
+        return super().compose_node(parent, index)
 
 
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a plain value, not a {type(key).__name__}", mark
+            )
         if key in seen:
             mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)

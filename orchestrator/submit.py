@@ -7,16 +7,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
-from orchestrator.errors import GapsweepError, InputError
-from orchestrator.plan import Plan, expand
-from orchestrator.run import SweepOutcome, run_sweep
-from orchestrator.settings import MAX_TRIALS_WITHOUT_YES, SubmitSettings
+from orchestrator.errors import GapsweepError
+from orchestrator.plan import Plan, check_trial_count, expand
+from orchestrator.settings import SubmitSettings
 from orchestrator.spec import LoadedSpec, load_spec, load_spec_text
-from orchestrator.store.repository import ResultsStore, missing_sqlite_file
+
+if TYPE_CHECKING:  # Ray, SQLAlchemy and rich load only when a command needs them: validate is quick
+    from rich.console import Console
+
+    from orchestrator.run import SweepOutcome
 
 Overrides = Mapping[str, Any] | None  # `--set` path -> value (orchestrator/overrides.py)
 
@@ -29,17 +30,25 @@ class PlanPreview:
     statuses: dict[str, str]
 
 
-def validate(path: Path, overrides: Overrides = None) -> Plan:
-    """The spec at `path` with `--set` overrides, checked with every trial it expands to."""
-    return expand(load_spec(path, overrides))
+def validate(path: Path, overrides: Overrides = None, yes: bool = False) -> Plan:
+    """The spec at `path` with `--set` overrides, checked with every trial it expands to.
+
+    The number of trials is counted before anything is expanded: a sweep over the limit without
+    `yes`, or over the hard cap, is refused at once (orchestrator/plan.py)."""
+    loaded = load_spec(path, overrides)
+    check_trial_count(loaded, yes)
+    return expand(loaded)
 
 
-def preview(path: Path, results_db: str, overrides: Overrides = None) -> PlanPreview:
+def preview(
+    path: Path, results_db: str, overrides: Overrides = None, yes: bool = False
+) -> PlanPreview:
     """The plan and what a submit would do with each trial; refuses warm starts whose source
     has not completed, as submit would."""
+    from orchestrator.store.repository import ResultsStore, missing_sqlite_file
     from orchestrator.warm_start import has_warm_starts, resolve_warm_starts
 
-    plan = validate(path, overrides)
+    plan = validate(path, overrides, yes)
     if missing_sqlite_file(results_db) and not has_warm_starts(plan):
         return PlanPreview(plan, {})  # nothing stored yet, and nothing to look up
     with ResultsStore.open_existing(results_db) as store:
@@ -54,21 +63,24 @@ def submit(
 ) -> SweepOutcome:
     """Run every trial of the spec not yet completed; the report, if asked for, is written at
     the end whatever happened."""
-    loaded = load_spec(path, overrides)
-    return _run_with_report(loaded, expand(loaded), settings, console)
+    return _run_with_report(load_spec(path, overrides), settings, console)
 
 
 def resume(sweep: str, settings: SubmitSettings, console: Console) -> SweepOutcome:
     """Go on with an interrupted sweep, from the spec stored with it."""
+    from orchestrator.store.repository import ResultsStore
+
     with ResultsStore.open_existing(settings.services.results_db) as store:
         text, overrides = store.stored_spec(sweep)
     loaded = load_spec_text(text, Path(f"<stored spec of {sweep}>"), overrides)
-    return _run_with_report(loaded, expand(loaded), settings, console)
+    return _run_with_report(loaded, settings, console)
 
 
 def _run_with_report(
-    loaded: LoadedSpec, plan: Plan, settings: SubmitSettings, console: Console
+    loaded: LoadedSpec, settings: SubmitSettings, console: Console
 ) -> SweepOutcome:
+    check_trial_count(loaded, settings.yes)
+    plan = expand(loaded)
     try:
         return _run(loaded, plan, settings, console)
     finally:
@@ -82,6 +94,8 @@ def _run_with_report(
 
 def _stored(sweep: str, settings: SubmitSettings) -> bool:
     """Whether the sweep got as far as the store (a run refused before has no report)."""
+    from orchestrator.store.repository import ResultsStore, missing_sqlite_file
+
     results_db = settings.services.results_db
     if missing_sqlite_file(results_db):
         return False
@@ -96,13 +110,10 @@ def _run(
     loaded: LoadedSpec, plan: Plan, settings: SubmitSettings, console: Console
 ) -> SweepOutcome:
     from orchestrator.preflight import check_services
+    from orchestrator.run import run_sweep
+    from orchestrator.store.repository import ResultsStore
     from orchestrator.warm_start import resolve_warm_starts
 
-    if len(plan.trials) > MAX_TRIALS_WITHOUT_YES and not settings.yes:
-        raise InputError(
-            f"{loaded.path}: the sweep expands to {len(plan.trials)} trials, more than "
-            f"{MAX_TRIALS_WITHOUT_YES}; pass --yes to run it anyway"
-        )
     console.print(f"sweep [bold]{plan.spec.name}[/]: {len(plan.trials)} trials")
     services = settings.services
     check_services(services.mlflow_uri, services.results_db, services.address)

@@ -61,7 +61,7 @@ def test_every_problem_is_reported_on_its_own_line(write_spec: Callable[..., Pat
     )
     problems = problems_of(path)
     expected = [
-        "name: 'bad name!': use only letters",
+        "name: 'bad name!': start with a letter or digit and use only letters",
         "paramaters: unknown key; did you mean 'parameters'?",
         "base.loss.temperature: Input should be greater than 0",
         "base.loss.foo: unknown key",
@@ -150,5 +150,5 @@ def test_a_huge_sweep_asks_for_yes(write_spec: Callable[..., Path], tmp_path: Pa
     path = write_spec({"name": "big", "parameters": {"seed": {"grid": [0, 1, 2, 3]}}})
     result = orchestrator("submit", str(path), cwd=tmp_path, GAPSWEEP_MAX_TRIALS="3")
     assert result.returncode == 2
-    assert "expands to 4 trials, more than 3; pass --yes" in result.stderr
+    assert "expands to 4 trials, more than 3 (GAPSWEEP_MAX_TRIALS); pass --yes" in result.stderr
     assert not (tmp_path / "runs").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
@@ -35,7 +36,7 @@ Yes = Annotated[
     bool,
     typer.Option(
         "--yes",
-        help=f"run a sweep larger than {MAX_TRIALS_WITHOUT_YES} trials "
+        help=f"accept a sweep larger than {MAX_TRIALS_WITHOUT_YES} trials "
         "(GAPSWEEP_MAX_TRIALS sets the limit)",
     ),
 ]
@@ -44,23 +45,28 @@ ReportDir = Annotated[
 ]
 
 
-def validate(spec: SpecArg, overrides: Set = None) -> None:
+def validate(spec: SpecArg, overrides: Set = None, yes: Yes = False) -> None:
     """Check a spec and every trial it expands to, without running anything."""
     from orchestrator import submit as library
 
     with exit_codes():
-        plan = library.validate(spec, parse_overrides(overrides or []))
+        plan = library.validate(spec, parse_overrides(overrides or []), yes)
     console.print(f"{spec}: valid, sweep {plan.spec.name!r} with {len(plan.trials)} trials")
 
 
-def plan(spec: SpecArg, overrides: Set = None, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
+def plan(
+    spec: SpecArg,
+    overrides: Set = None,
+    results_db: ResultsDb = DEFAULT_RESULTS_DB,
+    yes: Yes = False,
+) -> None:
     """Print the trials a spec expands to, and which of them a submit would run."""
     from rich.table import Table
 
     from orchestrator import submit as library
 
     with exit_codes():
-        preview = library.preview(spec, results_db, parse_overrides(overrides or []))
+        preview = library.preview(spec, results_db, parse_overrides(overrides or []), yes)
     trials = preview.plan.trials
     title = f"sweep {preview.plan.spec.name}: {len(trials)} trials"
     table = Table(title=title, title_justify="left")
@@ -134,13 +140,22 @@ def mlflow_runs_page(mlflow_uri: str, experiment_id: str) -> str:
     the link asks for the model-training runs table."""
     page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     if mlflow_uri.startswith(("http://", "https://")):
-        return f"{mlflow_uri.rstrip('/')}/{page}"
+        return f"{without_credentials(mlflow_uri).rstrip('/')}/{page}"
     ui = (
         "mlflow ui"
         if mlflow_uri == DEFAULT_MLFLOW_URI
-        else f"mlflow ui --backend-store-uri {mlflow_uri}"
+        else f"mlflow ui --backend-store-uri {without_credentials(mlflow_uri)}"
     )
     return f"{ui}, then http://127.0.0.1:5000/{page}"
+
+
+def without_credentials(uri: str) -> str:
+    """The URI with any user and password left out: the browser asks for them, the terminal
+    (and its scrollback, and CI logs) never shows them."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _print_outcome(outcome: SweepOutcome, mlflow_uri: str) -> None:

@@ -11,13 +11,6 @@ from trainers.config.base import FrozenModel, tag_or_default
 from trainers.config.clip_folder import clip_folder_problem
 
 
-class CNNTowerConfig(FrozenModel):
-    """Conv blocks (one per entry of `channels`: its width), global average pooling, projection."""
-
-    kind: Literal["cnn"] = "cnn"
-    channels: tuple[int, ...] = Field((16, 32), min_length=1, max_length=8)
-
-
 class TransformerSizes(FrozenModel):
     """The sizes every transformer tower shares; the heads must split the hidden size evenly."""
 
@@ -92,6 +85,13 @@ class PretrainedTextTowerConfig(FrozenModel):
 
 
 Channels = Annotated[int, Field(ge=1, le=4096, description="conv output channels")]
+
+
+class CNNTowerConfig(FrozenModel):
+    """Conv blocks (one per entry of `channels`: its width), global average pooling, projection."""
+
+    kind: Literal["cnn"] = "cnn"
+    channels: tuple[Channels, ...] = Field((16, 32), min_length=1, max_length=8)
 
 
 class AudioTowerConfig(FrozenModel):
