@@ -6,6 +6,7 @@ Only the trial key travels in Tune's param space; the validated configs travel o
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -25,6 +26,8 @@ from trainers.checkpoint import TrainState, load_state, save_state
 from trainers.errors import NonFiniteLossError
 
 FAULT_ENV = "GAPSWEEP_INJECT_FAULT"
+# Beside a checkpoint's state: the step and metrics of the report it travelled with.
+REPORTED_FILE = "reported.json"
 
 
 class TuneCheckpoints:
@@ -32,13 +35,15 @@ class TuneCheckpoints:
 
     On restore, Tune's own latest checkpoint of this trial wins (a retry after a failure);
     otherwise `resume_from` (the last checkpoint the results store knows of, for a sweep
-    submitted again after the driver died).
+    submitted again after the driver died). Each checkpoint keeps the metrics of the report it
+    travelled with, so that a trial resumed at its last step can report them again.
     """
 
     def __init__(self, resume_from: str | None) -> None:
         self.resume_from = resume_from
         self.pending: Path | None = None
         self.restored_step: int | None = None
+        self.restored_metrics: dict[str, float] | None = None  # of the restored checkpoint
 
     @property
     def restored(self) -> bool:
@@ -53,23 +58,35 @@ class TuneCheckpoints:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
-                return load_state(Path(directory))
+                return self._load(Path(directory))
         if self.resume_from is not None and Path(self.resume_from).exists():
-            return load_state(Path(self.resume_from))
+            return self._load(Path(self.resume_from))
         return None
+
+    def _load(self, folder: Path) -> TrainState:
+        state = load_state(folder)
+        reported = folder / REPORTED_FILE
+        if reported.is_file():  # checkpoints written before it was kept have none
+            saved = json.loads(reported.read_text())
+            if saved.get("step") == state.step:
+                self.restored_metrics = {str(k): float(v) for k, v in saved["metrics"].items()}
+        return state
 
     def save(self, state: TrainState) -> None:
         self.discard()
         self.pending = Path(tempfile.mkdtemp(prefix="gapsweep-ckpt-"))
         save_state(state, self.pending)
 
-    def report(self, metrics: dict[str, Any]) -> None:
+    def report(self, result: TrialResult) -> None:
         if self.pending is None:
-            tune.report(metrics)
+            tune.report(result.to_tune())
             return
         try:
+            saved = {"step": result.step, "metrics": result.metrics}
+            (self.pending / REPORTED_FILE).write_text(json.dumps(saved))
             # Tune copies the folder into the trial's storage before report returns.
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(self.pending)))
+            checkpoint = tune.Checkpoint.from_directory(str(self.pending))
+            tune.report(result.to_tune(), checkpoint=checkpoint)
         finally:
             self.discard()
 
@@ -134,7 +151,13 @@ def run_trial(
     checkpoints = TuneCheckpoints(resume.get(key))
     report = _Reporter(trainer, entry, placement, checkpoints, InjectedFault.from_env(key))
     try:
-        entry.run(config, report, checkpoints, gpus)
+        final = entry.run(config, report, checkpoints, gpus)
+        if report.reports == 0 and checkpoints.restored_step is not None:
+            # Resumed at its last step (the driver died after recording the final checkpoint,
+            # before the trial's end): the trainer had nothing left to report. Its last report
+            # goes again, so that the driver records the trial's final metrics; the same step
+            # replaces itself in the store, and MLflow already has it or gets it once.
+            report(checkpoints.restored_step, checkpoints.restored_metrics or final)
     except (NonFiniteLossError, UndeclaredMetricError) as exc:
         # Retrying would fail the same way: the trial ends here, and the recorder marks it
         # failed with this reason instead of Tune retrying it under max_failures.
@@ -159,6 +182,7 @@ class _Reporter:
         self.trainer, self.declared = trainer, frozenset(entry.metrics)
         self.placement, self.checkpoints, self.fault = placement, checkpoints, fault
         self.last_step = 0
+        self.reports = 0  # sent in this attempt
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
         self.fault.maybe_raise(step, resumed=self.checkpoints.restored)
@@ -172,7 +196,8 @@ class _Reporter:
             resumed_from=self.checkpoints.restored_step,
             reported_at=time.time(),
         )
-        self.checkpoints.report(result.to_tune())
+        self.checkpoints.report(result)
+        self.reports += 1
 
 
 def _take_assigned_resources() -> float:
