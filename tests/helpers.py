@@ -223,4 +223,5 @@ def missing_postgres() -> str | None:
     return None
 
 
-NEEDS_POSTGRES = pytest.mark.skipif(missing_postgres() is not None, reason=missing_postgres() or "")
+_POSTGRES_MISSING = missing_postgres()  # asked once: each call may wait on a connection
+NEEDS_POSTGRES = pytest.mark.skipif(_POSTGRES_MISSING is not None, reason=_POSTGRES_MISSING or "")
