@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from trainers.config import ImageFolderDataConfig, ImageTextDataConfig
 from trainers.errors import DataError
 
 CACHE_SUFFIX = ".u8"
+_MARK = "\x1e"  # ASCII record separator: around a worker's message, found again in the parent
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,8 +72,10 @@ class ImageFiles(Dataset[torch.Tensor]):
         try:
             yield from loader
         except DataError as exc:
-            # A worker's error comes back wrapped in its traceback; its last line is ours.
-            raise DataError(str(exc).strip().splitlines()[-1].split("DataError: ")[-1]) from None
+            # A worker's error comes back as a new DataError holding the worker's whole traceback
+            # in torch's words; ours is the part between the marks _read put around it.
+            found = re.search(f"{_MARK}(.*?){_MARK}", str(exc), re.DOTALL)
+            raise DataError(found.group(1) if found else str(exc)) from None
 
     def cached_in(self, folder: Path) -> ImageFiles:
         """These rows read from a uint8 cache in `folder`, filled first if it is not there."""
@@ -88,7 +92,12 @@ class ImageFiles(Dataset[torch.Tensor]):
 
     def _read(self, file: int) -> torch.Tensor:
         if self.cache is None:
-            return load_image(self.files[file], self.size)
+            try:
+                return load_image(self.files[file], self.size)
+            except DataError as exc:
+                if get_worker_info() is None:
+                    raise
+                raise DataError(f"{_MARK}{exc}{_MARK}") from None
         count = 3 * self.size * self.size
         pixels = np.fromfile(self.cache, dtype=np.uint8, count=count, offset=file * count)
         return torch.from_numpy(pixels.astype(np.float32) / 255.0).view(3, self.size, self.size)
