@@ -7,25 +7,42 @@ MLflow run per trial, closed with the trial's status, and the trial's final metr
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from orchestrator.store.repository import ResultsStore
 from orchestrator.store.views import TrialView
+from tests.conftest import TINY_BASE
 from tests.helpers import kill_session, mlflow_runs, orchestrator, start_orchestrator, write_spec
-from tests.test_faults import spec as tiny_spec
-from tests.test_faults import sql_steps, stored
 
 pytestmark = pytest.mark.slow
 
-TWO_EPOCHS = {"optim": {"epochs": 2}}  # 8 steps, reported every 2
-STEPS = [0, 2, 4, 6, 8]
+STEPS = [0, 2, 4, 6, 8]  # two epochs of 4 steps, reported every 2
 
 
 def spec(name: str, seeds: int) -> dict[str, Any]:
-    return tiny_spec(name, seeds=seeds, base=TWO_EPOCHS)
+    base = copy.deepcopy(TINY_BASE)
+    base["optim"] = {**base["optim"], "epochs": 2}
+    return {
+        "name": name,
+        "base": base,
+        "parameters": {"seed": {"grid": list(range(seeds))}},
+        "metric": {"name": "gap_norm", "mode": "min"},
+    }
+
+
+def stored(workdir: Path, sweep: str) -> list[TrialView]:
+    with ResultsStore(f"sqlite:///{workdir / 'results.db'}") as store:
+        return store.trials(sweep)
+
+
+def sql_steps(workdir: Path, sweep: str, key: str) -> list[int]:
+    with ResultsStore(f"sqlite:///{workdir / 'results.db'}") as store:
+        return [step for step, _ in store.metric_series(sweep, key, "gap_norm")]
 
 
 def killed_at(point: str, workdir: Path) -> None:
@@ -53,7 +70,7 @@ def assert_one_finished_run_per_trial(workdir: Path, sweep: str) -> list[TrialVi
     assert sorted(r.info.run_id for r in children) == sorted(str(t.mlflow_run_id) for t in trials)
     for t in trials:
         assert t.status == "completed" and t.metrics, t.name
-        assert sql_steps(workdir, t.key) == STEPS, t.name
+        assert sql_steps(workdir, sweep, t.key) == STEPS, t.name
         history = client.get_metric_history(t.mlflow_run_id, "gap_norm")
         assert sorted(m.step for m in history) == STEPS, t.name
         assert client.get_run(t.mlflow_run_id).info.status == "FINISHED", t.name
