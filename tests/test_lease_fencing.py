@@ -1,0 +1,166 @@
+"""The sweep lease in real sweeps (local Ray, MLflow and the results store in SQLite files): a
+driver paused past the lease timeout and taken over writes nothing more; SIGTERM stops a sweep
+as Ctrl-C does; `orchestrator sync` is refused beside a live driver. The store's side of the
+lease, on SQLite and PostgreSQL, is in tests/test_store.py."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.store.repository import ResultsStore
+from orchestrator.store.views import TrialView
+from tests.conftest import TINY_BASE
+from tests.helpers import (
+    kill_session,
+    mlflow_runs,
+    orchestrator,
+    start_orchestrator,
+    wait_for,
+    write_spec,
+)
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_S = 4  # GAPSWEEP_LEASE_TIMEOUT_S of these drivers: a takeover after seconds, not minutes
+# Two trials long enough (tens of seconds on 2 busy cores) to be interrupted mid-way: 384 steps,
+# a report every 16.
+LONG = {"data": {"n_train": 256}, "optim": {"epochs": 24}, "eval": {"every_steps": 16}}
+STEPS = list(range(0, 385, 16))
+
+
+def spec(name: str) -> dict[str, Any]:
+    base = copy.deepcopy(TINY_BASE)
+    for section, values in LONG.items():
+        base[section] = {**base.get(section, {}), **values}
+    return {
+        "name": name,
+        "base": base,
+        "parameters": {"seed": {"grid": [0, 1]}},
+        "metric": {"name": "gap_norm", "mode": "min"},
+    }
+
+
+def stored(workdir: Path, sweep: str) -> list[TrialView]:
+    if not (workdir / "results.db").exists():
+        return []
+    with ResultsStore(f"sqlite:///{workdir / 'results.db'}") as store:
+        return store.trials(sweep) if store.get_sweep(sweep) else []
+
+
+def assert_recorded_once(workdir: Path, sweep: str) -> None:
+    """Every trial completed, with one row, one MLflow child run and one value per step."""
+    trials = stored(workdir, sweep)
+    assert [t.status for t in trials] == ["completed"] * 2
+    client, runs = mlflow_runs(f"sqlite:///{workdir / 'mlflow.db'}", sweep)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert {r.info.run_id for r in children} == {t.mlflow_run_id for t in trials}
+    assert len(children) == len(trials)
+    with ResultsStore(f"sqlite:///{workdir / 'results.db'}") as store:
+        for t in trials:
+            assert [step for step, _ in store.metric_series(sweep, t.key, "gap_norm")] == STEPS
+            history = client.get_metric_history(t.mlflow_run_id, "gap_norm")
+            assert sorted(m.step for m in history) == STEPS, t.name
+
+
+def lease(workdir: Path, sweep: str) -> tuple[int, int, str | None] | None:
+    """(epoch, holder pid, released_at) of the sweep's lease row."""
+    with sqlite3.connect(workdir / "results.db") as db:
+        row = db.execute(
+            "SELECT epoch, pid, released_at FROM leases WHERE sweep_name = ?", (sweep,)
+        ).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]), row[2])
+
+
+def snapshot(workdir: Path) -> tuple[list[Any], list[Any]]:
+    """Every trial row and every metric row, as they are now."""
+    with sqlite3.connect(workdir / "results.db") as db:
+        trials = db.execute("SELECT * FROM trials ORDER BY id").fetchall()
+        metrics = db.execute("SELECT * FROM metrics ORDER BY id").fetchall()
+    return trials, metrics
+
+
+def started(driver: subprocess.Popen[str], workdir: Path, sweep: str, step: int) -> None:
+    def reached() -> bool:
+        assert driver.poll() is None, driver.communicate()[1]
+        return any((t.last_step or 0) >= step for t in stored(workdir, sweep))
+
+    wait_for(reached, 300, f"a trial to pass step {step}")
+
+
+def test_a_paused_driver_taken_over_writes_nothing_more(tmp_path: Path) -> None:
+    """The first driver is SIGSTOPped past the lease timeout; a second submit takes the sweep
+    over. The second is paused in its turn, the first continued: the store does not change by
+    one row while the first stops, and the first exits 1 naming who took over. The second then
+    finishes the sweep with every trial completed and every step recorded once."""
+    write_spec(tmp_path / "s.yaml", spec("fenced"))
+    env = {"GAPSWEEP_LEASE_TIMEOUT_S": str(TIMEOUT_S)}
+    first = start_orchestrator("submit", "s.yaml", cwd=tmp_path, **env)
+    second: subprocess.Popen[str] | None = None
+    try:
+        started(first, tmp_path, "fenced", 16)
+        os.kill(first.pid, signal.SIGSTOP)
+        time.sleep(TIMEOUT_S + 2)
+        second = start_orchestrator("submit", "s.yaml", cwd=tmp_path, **env)
+        wait_for(lambda: (lease(tmp_path, "fenced") or (0,))[0] == 2, 120, "the takeover")
+        assert lease(tmp_path, "fenced") == (2, second.pid, None)
+        time.sleep(0.5)  # past its first writes: the second is starting Ray now
+        os.kill(second.pid, signal.SIGSTOP)
+        before = snapshot(tmp_path)
+        os.kill(first.pid, signal.SIGCONT)
+        _, stderr = first.communicate(timeout=180)
+        assert first.returncode == 1, stderr
+        assert f"was taken over by process {second.pid}" in stderr, stderr
+        assert "this driver wrote nothing after that" in stderr, stderr
+        assert snapshot(tmp_path) == before, "the first driver wrote after the takeover"
+        os.kill(second.pid, signal.SIGCONT)
+        _, stderr = second.communicate(timeout=600)
+        assert second.returncode == 0, stderr
+    finally:
+        for driver in (first, second):
+            if driver is not None:
+                kill_session(driver.pid, signal.SIGCONT)
+                kill_session(driver.pid)
+    found = lease(tmp_path, "fenced")
+    assert found is not None and found[2] is not None, "the second did not release the lease"
+    assert_recorded_once(tmp_path, "fenced")
+
+
+def test_sigterm_stops_gracefully_as_ctrl_c_does(tmp_path: Path) -> None:
+    write_spec(tmp_path / "s.yaml", spec("terminated"))
+    driver = start_orchestrator("submit", "s.yaml", cwd=tmp_path)
+    try:
+        started(driver, tmp_path, "terminated", 16)
+        driver.send_signal(signal.SIGTERM)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        kill_session(driver.pid)
+    assert driver.returncode == 1, stderr
+    assert "orchestrator resume terminated" in stderr, stderr
+    assert {t.status for t in stored(tmp_path, "terminated")} <= {"stopped", "completed"}
+    found = lease(tmp_path, "terminated")
+    assert found is not None and found[2] is not None, "the lease was not released"
+    result = orchestrator("resume", "terminated", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert_recorded_once(tmp_path, "terminated")
+
+
+def test_sync_is_refused_beside_a_live_driver(tmp_path: Path) -> None:
+    write_spec(tmp_path / "s.yaml", spec("synced"))
+    driver = start_orchestrator("submit", "s.yaml", cwd=tmp_path)
+    try:
+        started(driver, tmp_path, "synced", 16)
+        refused = orchestrator("sync", "synced", cwd=tmp_path)
+        assert refused.returncode == 1, refused.stderr
+        assert f"already being run by process {driver.pid}" in refused.stderr, refused.stderr
+        assert lease(tmp_path, "synced") == (1, driver.pid, None)  # untouched
+    finally:
+        kill_session(driver.pid)
