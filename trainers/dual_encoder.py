@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -129,10 +130,18 @@ def make_optimiser(model: DualModel, config: TrialConfig) -> torch.optim.Optimiz
     # The fused kernel updates every parameter in one pass (benchmarks/README.md has its cost),
     # and its state_dict is the same as the default implementation's, so checkpoints of either
     # load into the other.
-    groups = [
-        {"params": params, "lr": lr}
-        for params, lr in zip(_parameter_groups(model, config), _group_rates(config), strict=True)
-    ]
+    groups: list[dict[str, Any]] = []
+    for params, lr in zip(_parameter_groups(model, config), _group_rates(config), strict=True):
+        if config.optim.decay == "weights":
+            # CLIP's rule: matrices and kernels decay; the temperature, norms and biases (every
+            # parameter of fewer than two dimensions) do not. Two groups per rate, always, so
+            # that warm_up's rates line up with them even where one of the two is empty.
+            groups += [
+                {"params": [p for p in params if p.ndim >= 2], "lr": lr},
+                {"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0},
+            ]
+        else:
+            groups.append({"params": params, "lr": lr})
     return torch.optim.Adam(groups, weight_decay=config.optim.weight_decay, fused=True)
 
 
@@ -170,7 +179,10 @@ def warm_up(optimiser: torch.optim.Optimizer, config: TrialConfig, step: int) ->
     warmup = config.optim.warmup_steps
     if step > warmup:  # the rate of step `warmup` is the full one, and it stays set
         return
-    for group, lr in zip(optimiser.param_groups, _group_rates(config), strict=True):
+    rates = _group_rates(config)
+    if config.optim.decay == "weights":
+        rates = [lr for lr in rates for _ in range(2)]  # make_optimiser's two groups per rate
+    for group, lr in zip(optimiser.param_groups, rates, strict=True):
         group["lr"] = lr * (step / warmup)
 
 
@@ -187,6 +199,7 @@ def train_step(
     optimiser.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]
     optimiser.step()
+    model.temperature.after_step()
     return loss.detach()
 
 
@@ -278,7 +291,10 @@ def build_model(
             raise ValueError("close_gap: procrustes needs the training pairs")
         close_gap_by_procrustes(image, text, train)
     temperature = Temperature(
-        config.loss.temperature, config.loss.learn_temperature, config.loss.min_temperature
+        config.loss.temperature,
+        config.loss.learn_temperature,
+        config.loss.min_temperature,
+        clamp_in_place=config.loss.temperature_clamp != "in_forward",
     )
     layout = image_layout(image, specs[0])
     # Module.to applies memory_format to the 4-d weights; torch's stubs leave the keyword out.

@@ -12,19 +12,35 @@ from torch.nn import functional as F
 class Temperature(nn.Module):
     """Holds log(1/tau), as open_clip does, so a learned temperature stays positive.
 
-    When learnable, 1/tau is clamped to 1/min_temperature (CLIP's 100 for min 0.01) so the
-    logits cannot blow up.
+    When learnable, 1/tau is held at most 1/min_temperature (CLIP's 100 for min 0.01) so the
+    logits cannot blow up. CLIP clamps the parameter itself after each step (`after_step`): at
+    the cap its gradient still flows, so tau can rise again. Clamping only in the forward pass
+    (`clamp_in_place=False`, kept to reproduce older trials) lets the parameter run past the
+    cap, where clamp's gradient is zero, and tau stays at the cap for good.
     """
 
-    def __init__(self, temperature: float, learnable: bool, min_temperature: float) -> None:
+    def __init__(
+        self,
+        temperature: float,
+        learnable: bool,
+        min_temperature: float,
+        clamp_in_place: bool = True,
+    ) -> None:
         super().__init__()
         self.log_scale = nn.Parameter(
             torch.tensor(math.log(1.0 / temperature)), requires_grad=learnable
         )
         self.max_log_scale = math.log(1.0 / min_temperature) if learnable else math.inf
+        self.clamp_in_place = learnable and clamp_in_place
 
     def scale(self) -> torch.Tensor:
         return self.log_scale.clamp(max=self.max_log_scale).exp()
+
+    def after_step(self) -> None:
+        """Bring a learned temperature back to its cap once the optimiser moved it past."""
+        if self.clamp_in_place:
+            with torch.no_grad():
+                self.log_scale.clamp_(max=self.max_log_scale)
 
     def value(self) -> float:
         return float(1.0 / self.scale().detach())

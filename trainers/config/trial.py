@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from trainers.config.base import FrozenModel, added_field
 from trainers.config.clip_folder import fill_from_clip_folder, read_clip_folder
@@ -102,6 +102,14 @@ class LossConfig(FrozenModel):
         le=10.0,
         description="learning rate of a learned temperature (default: optim.lr)",
     )
+    temperature_clamp: Literal["in_place", "in_forward"] | None = added_field(
+        None,
+        validate_default=True,
+        description="how a learned temperature is held at min_temperature: in_place (clamped"
+        " after each step, as CLIP does, so it can rise again; the default) or in_forward (the"
+        " forward pass clamps a parameter that may run past the cap and then gets no gradient:"
+        " gapsweep before 2026-12, kept to reproduce it)",
+    )
 
     @model_validator(mode="after")
     def _clamp_below_start(self) -> LossConfig:
@@ -111,7 +119,18 @@ class LossConfig(FrozenModel):
             )
         if self.temperature_lr is not None and not self.learn_temperature:
             raise ValueError("temperature_lr is set but learn_temperature is false")
+        if self.temperature_clamp is not None and not self.learn_temperature:
+            raise ValueError("temperature_clamp is set but learn_temperature is false")
         return self
+
+    @field_validator("temperature_clamp")
+    @classmethod
+    def _clamp_of_a_learned_temperature(cls, clamp: str | None, info: ValidationInfo) -> str | None:
+        # Recorded in the config (and so in the key) for every learned temperature: trials that
+        # ran with the forward clamp keep their keys and are not mistaken for these.
+        if clamp is None and info.data.get("learn_temperature"):
+            return "in_place"
+        return clamp
 
 
 class OptimConfig(FrozenModel):
@@ -122,6 +141,22 @@ class OptimConfig(FrozenModel):
     warmup_steps: int = added_field(
         0, ge=0, description="linear warm-up of every learning rate from 0 over the first N steps"
     )
+    decay: Literal["weights", "all"] | None = added_field(
+        None,
+        validate_default=True,
+        description="what weight_decay applies to: weights (matrices and kernels; not the"
+        " temperature, norms or biases, as CLIP trains; the default) or all (gapsweep before"
+        " 2026-12)",
+    )
+
+    @field_validator("decay")
+    @classmethod
+    def _decay_rule(cls, decay: str | None, info: ValidationInfo) -> str | None:
+        # Recorded wherever weight decay is on, so trials decayed under the old rule keep
+        # their own keys; without weight decay the rule changes nothing and is left out.
+        if decay is None and info.data.get("weight_decay", 0.0) > 0:
+            return "weights"
+        return decay
 
 
 class EvalConfig(FrozenModel):
