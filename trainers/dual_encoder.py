@@ -102,7 +102,8 @@ def _train(
     steps = steps_for(config, units(len(data.train), data.train.items))
     # Towers that do not change embed the eval data once, for every trial that shares them.
     frozen = steps == 0 or towers_frozen(model.image, model.text)
-    key = frozen_key(model.image, model.text, inputs) if frozen else None
+    towers = config.model.image.model_dump_json() + config.model.text.model_dump_json()
+    key = frozen_key(model.image, model.text, inputs, towers) if frozen else None
     last: _Evaluation | None = None
     if resumed is None:
         last = _evaluate(model, inputs, data, config, key, final=steps == 0)

@@ -52,9 +52,12 @@ def code_version() -> str:
     return digest.hexdigest()
 
 
-def frozen_key(image: nn.Module, text: nn.Module, inputs: TowerInputs) -> str:
-    """Names the eval embeddings of these towers, as they are now, on these inputs."""
-    digest = hashlib.sha256(f"{code_version()} {inputs.device.type}".encode())
+def frozen_key(image: nn.Module, text: nn.Module, inputs: TowerInputs, described: str) -> str:
+    """Names the eval embeddings of these towers, as they are now, on these inputs.
+
+    `described` is the towers' configs: settings without weights (a text tower's pooling) change
+    the embeddings too, and neither the weights nor the classes show them."""
+    digest = hashlib.sha256(f"{code_version()} {inputs.device.type}\0{described}".encode())
     for tower in (image, text):
         digest.update(f"\0{type(tower).__module__}.{type(tower).__qualname__}".encode())
         for name, tensor in tower.state_dict().items():

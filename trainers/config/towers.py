@@ -3,11 +3,11 @@ a) and `model.text` the second (modality b), whatever the modalities are."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from trainers.config.base import FrozenModel, tag_or_default
+from trainers.config.base import FrozenModel, added_field, tag_or_default
 from trainers.config.clip_folder import clip_folder_problem
 
 
@@ -37,10 +37,23 @@ class ViTTowerConfig(PatchTransformerSizes):
     kind: Literal["vit"] = "vit"
 
 
+Pooling = Literal["cls", "eot", "mean"]
+
+
+def pooling_field(default: str) -> Any:
+    return added_field(
+        None,
+        description="the state a caption is embedded from: cls (the first token, the same in"
+        " every caption), eot (the last real token) or mean (over the real tokens);"
+        f" unset: {default}",
+    )
+
+
 class TextTowerConfig(TransformerSizes):
     """A small BERT-style text transformer built from a transformers config (no download)."""
 
     kind: Literal["text_transformer"] = "text_transformer"
+    pooling: Pooling | None = pooling_field("cls")
 
 
 class ClipVisionTowerConfig(PatchTransformerSizes):
@@ -55,6 +68,7 @@ class ClipTextTowerConfig(TransformerSizes):
     transformer whose state at the last token of each caption is projected, as in CLIP."""
 
     kind: Literal["clip_text"] = "clip_text"
+    pooling: Pooling | None = pooling_field("eot")
 
 
 Activation = Literal["relu", "sigmoid", "tanh", "linear"]

@@ -27,3 +27,19 @@ def bias_of(real: torch.Tensor, causal: bool) -> torch.Tensor:
         keep = keep & torch.ones(length, length, dtype=torch.bool, device=real.device).tril()
     bias = torch.zeros(keep.shape, dtype=torch.float32, device=real.device)
     return bias.masked_fill(~keep, torch.finfo(torch.float32).min)
+
+
+def pool_tokens(hidden: torch.Tensor, tokens: torch.Tensor, how: str) -> torch.Tensor:
+    """(B, H) one state per caption from (B, L, H) states of (B, L) token ids padded with PAD_ID:
+    `cls`, the first position; `eot`, the last real token (CLIP's end-of-text position, the only
+    one that read the whole caption under a causal mask); `mean`, the mean over real tokens."""
+    real = tokens != PAD_ID
+    if how == "cls":
+        return hidden[:, 0]
+    if how == "eot":
+        last = (real.sum(dim=1) - 1).clamp(min=0)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    if how == "mean":
+        weights = real.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    raise ValueError(f"unknown pooling {how!r}")

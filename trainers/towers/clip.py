@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from trainers.config.towers import ClipTextTowerConfig, ClipVisionTowerConfig
 from trainers.data.paired import InputSpec
 from trainers.errors import DataError
-from trainers.towers.attention import PAD_ID, attention_bias
+from trainers.towers.attention import attention_bias, pool_tokens
 
 
 class ClipVisionTower(nn.Module):
@@ -69,11 +69,9 @@ class ClipTextTower(nn.Module):
         )
         self.encoder: Any = CLIPTextModel(text)
         self.proj = nn.Linear(config.hidden_size, embed_dim, bias=False)
+        self.pooling = config.pooling or "eot"
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         bias = attention_bias(tokens, causal=True)
         hidden = self.encoder(input_ids=tokens, attention_mask=bias).last_hidden_state
-        # The causal mask makes the last real token the only one that has read the whole caption.
-        last = ((tokens != PAD_ID).sum(dim=1) - 1).clamp(min=0)
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        return F.normalize(self.proj(pooled), dim=-1)
+        return F.normalize(self.proj(pool_tokens(hidden, tokens, self.pooling)), dim=-1)

@@ -1,5 +1,6 @@
 """Transformer towers built from transformers configs (nothing downloaded): a ViT for images and
-a BERT encoder for token ids, each projecting its [CLS] state."""
+a BERT encoder for token ids, the ViT projecting its [CLS] state, the text tower the state its
+`pooling` picks ([CLS] by default)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch.nn import functional as F
 from trainers.config import TextTowerConfig, ViTTowerConfig
 from trainers.data.paired import InputSpec
 from trainers.errors import DataError
-from trainers.towers.attention import attention_bias
+from trainers.towers.attention import attention_bias, pool_tokens
 
 
 class ViTTower(nn.Module):
@@ -43,7 +44,8 @@ class ViTTower(nn.Module):
 
 
 class TextTransformerTower(nn.Module):
-    """A BERT encoder built from a transformers config (nothing downloaded); [CLS] is projected."""
+    """A BERT encoder built from a transformers config (nothing downloaded); the state `pooling`
+    picks ([CLS] unless set) is projected."""
 
     def __init__(self, config: TextTowerConfig, spec: InputSpec, embed_dim: int) -> None:
         super().__init__()
@@ -62,8 +64,9 @@ class TextTransformerTower(nn.Module):
         )
         self.encoder = BertModel(bert_config, add_pooling_layer=False)
         self.proj = nn.Linear(config.hidden_size, embed_dim)
+        self.pooling = config.pooling or "cls"
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         bias = attention_bias(tokens, causal=False)
         hidden = self.encoder(input_ids=tokens, attention_mask=bias).last_hidden_state
-        return F.normalize(self.proj(hidden[:, 0]), dim=-1)
+        return F.normalize(self.proj(pool_tokens(hidden, tokens, self.pooling)), dim=-1)
