@@ -368,6 +368,72 @@ def test_a_database_gone_mid_use_is_a_service_error_from_every_method(tmp_path: 
         store.close()
 
 
+def test_a_sqlite_store_locked_past_its_busy_timeout_is_tried_again(tmp_path: Path) -> None:
+    """Another process's write transaction holds the file past SQLite's 10 s busy timeout: the
+    write waits, is tried again, and lands once the lock is gone."""
+    import sqlite3
+    import threading
+    import time
+
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    with ResultsStore(url) as store:
+        add_sweep(store)
+        locker = sqlite3.connect(
+            tmp_path / "results.db", isolation_level=None, check_same_thread=False
+        )
+        locker.execute("BEGIN IMMEDIATE")
+        threading.Timer(11.0, locker.rollback).start()
+        began = time.monotonic()
+        store.record_metrics("s", "k0", 0, {"loss": 1.0})
+        assert time.monotonic() - began > 10.0
+        assert store.metric_series("s", "k0", "loss") == [(0, 1.0)]
+        locker.close()
+
+
+@NEEDS_POSTGRES
+def test_postgres_connections_lost_mid_use_are_replaced(postgres_url: str) -> None:
+    """The server ends the store's connections (as a restart does): idle ones in the pool are
+    replaced before use, and a write whose connection dies under it is tried again."""
+    import threading
+    import time
+
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    database = postgres_url.rsplit("/", 1)[1]
+    others = "datname = :db AND pid <> pg_backend_pid()"
+
+    def terminate(where: str = "") -> int:
+        with admin.connect() as conn:
+            query = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {others}"
+            return len(conn.execute(text(query + where), {"db": database}).all())
+
+    with ResultsStore(postgres_url) as store:
+        add_sweep(store)
+        assert terminate() >= 1  # the pooled, idle connection
+        store.record_metrics("s", "k0", 0, {"loss": 1.0})
+        # A write blocked on a row lock is cut off mid-transaction, then tried again.
+        blocker = create_engine(postgres_url).connect()
+        blocker.execute(text("SELECT id FROM trials WHERE key = 'k0' FOR UPDATE"))
+        killed: list[int] = []
+
+        def cut_the_waiting_write() -> None:
+            for _ in range(100):
+                time.sleep(0.1)
+                if n := terminate(" AND wait_event_type = 'Lock'"):
+                    killed.append(n)
+                    blocker.commit()
+                    return
+
+        cutter = threading.Thread(target=cut_the_waiting_write)
+        cutter.start()
+        store.set_checkpoint("s", "k0", "/ckpt/2")
+        cutter.join()
+        blocker.close()
+        assert killed, "the write never waited on the lock"
+        assert store.trials("s")[0].checkpoint_path == "/ckpt/2"
+        assert store.metric_series("s", "k0", "loss") == [(0, 1.0)]
+    admin.dispose()
+
+
 def test_the_store_is_a_context_manager_that_disposes_its_connections(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'results.db'}"
     with ResultsStore(url) as store:

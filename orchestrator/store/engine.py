@@ -1,6 +1,9 @@
 """Engine set-up of the results store: the URL checked and masked, SQLite's pragmas, the schema
 brought to this version's head, and the one place where the database driver's errors become the
-project's `ServiceError` (with the password masked)."""
+project's `ServiceError` (with the password masked). Failures another try may not meet (a
+connection lost, a server restarting, SQLite busy past its timeout) are `TransientStoreError`,
+which `ResultsStore` tries again a few times; pooled connections are pinged before use, so one
+that died while idle (a PostgreSQL restart) is replaced without an error."""
 
 from __future__ import annotations
 
@@ -13,6 +16,24 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from orchestrator.errors import InputError, ServiceError
 from orchestrator.store.revision import HEAD_REVISION, stored_revision
+
+# What the database driver says when another try may succeed: SQLite busy past its timeout,
+# PostgreSQL restarting or its connection gone (a dropped database is not among them).
+TRANSIENT = (
+    "database is locked",
+    "database is busy",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "terminating connection",
+    "server closed the connection",
+    "connection refused",
+    "connection reset",
+)
+
+
+class TransientStoreError(ServiceError):
+    """A results store failure that another try may not meet."""
 
 
 def mask_url(url: str) -> str:
@@ -27,7 +48,7 @@ def mask_url(url: str) -> str:
 
 def make_engine(url: str) -> Engine:
     try:
-        engine = create_engine(url)
+        engine = create_engine(url, pool_pre_ping=True)
     except (ArgumentError, ImportError, ValueError) as exc:
         raise InputError(f"results store URL {mask_url(url)!r} is not usable: {exc}") from None
     if engine.dialect.name == "sqlite":
@@ -58,7 +79,10 @@ def driver_errors(url: str) -> Iterator[None]:
         raise
     except DBAPIError as exc:
         reason = " ".join(str(exc.orig).split()) or type(exc.orig).__name__
-        raise ServiceError(f"results store {mask_url(url)} failed: {reason}") from None
+        message = f"results store {mask_url(url)} failed: {reason}"
+        if exc.connection_invalidated or any(t in reason.lower() for t in TRANSIENT):
+            raise TransientStoreError(message) from None
+        raise ServiceError(message) from None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

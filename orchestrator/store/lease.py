@@ -110,6 +110,8 @@ def acquire(sessions: Sessions, sweep: str, holder: Holder, stale_after_s: float
             return acquire(sessions, sweep, holder, stale_after_s)
         current, now = found
         epoch = current.epoch  # the UPDATE below refreshes `current` in the session
+        if current.holder == holder.id and current.released_at is None:
+            return Fence(sweep, holder, epoch)  # ours: a retried call whose commit went through
         if current.released_at is None:
             _refuse_if_alive(current, sweep, holder, _age_s(current, now), stale_after_s)
         taken = cast(
