@@ -6,6 +6,7 @@ gets a fresh database that is dropped afterwards.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,6 +90,24 @@ def test_trial_lifecycle(store: ResultsStore) -> None:
     assert t.started_at is not None and t.ended_at is not None
     assert store.metric_series("s", "k0", "loss") == [(0, 4.0), (10, 2.0)]
     assert store.count_metric_rows("s") == 4  # the NaN is not stored
+
+
+def test_non_finite_final_metrics_are_json_null_with_their_kind_kept(store: ResultsStore) -> None:
+    """PostgreSQL's JSON refuses NaN and Infinity: such a final value is stored as JSON null, its
+    kind kept by name, and left out of the trial's metrics."""
+    add_sweep(store)
+    store.mark_running("s", "k0", None, None)
+    final = {"loss": float("nan"), "gap_norm": 0.5, "up": float("inf"), "down": float("-inf")}
+    store.finish_trial("s", "k0", "completed", final)
+    t = store.trials("s")[0]
+    assert t.metrics == {"gap_norm": 0.5}
+    assert t.non_finite == {"loss": "nan", "up": "inf", "down": "-inf"}
+    with store.engine.connect() as conn:
+        stored = conn.execute(text("SELECT final_metrics FROM trials WHERE key = 'k0'")).scalar()
+    raw = stored if isinstance(stored, dict) else json.loads(stored)
+    assert raw == {"loss": None, "gap_norm": 0.5, "up": None, "down": None}
+    assert store.mark_running("s", "k0", None, None) == 2  # a new attempt clears them
+    assert store.trials("s")[0].non_finite == {}
 
 
 def test_a_step_is_recorded_once(store: ResultsStore) -> None:

@@ -71,7 +71,10 @@ class TrialRow(Base):
     resumed_from_step: Mapped[int | None] = mapped_column(Integer)
     # The last step whose metrics reached MLflow; `orchestrator sync` logs what came after.
     mlflow_last_step: Mapped[int | None] = mapped_column(Integer)
-    final_metrics: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    # A non-finite final value is JSON null there (PostgreSQL's JSON has no NaN or Infinity),
+    # and its kind ("nan", "inf", "-inf") is kept here by name.
+    final_metrics: Mapped[dict[str, float | None] | None] = mapped_column(JSON)
+    non_finite: Mapped[dict[str, str] | None] = mapped_column(JSON)
 
     sweep: Mapped[SweepRow] = relationship(back_populates="trials")
 

@@ -255,7 +255,7 @@ class ResultsStore:
             row = s.get_one(TrialRow, self._trial_id(s, sweep, key))
             row.status, row.attempts = "running", row.attempts + 1
             row.host, row.node_id, row.started_at, row.ended_at = host, node_id, utcnow(), None
-            row.error, row.final_metrics = None, None
+            row.error, row.final_metrics, row.non_finite = None, None, None
             return row.attempts
 
     def set_placement(
@@ -334,7 +334,10 @@ class ResultsStore:
             raise ValueError(f"not a terminal status: {status}")
         values: dict[str, Any] = {"status": status, "ended_at": utcnow(), "error": error}
         if metrics is not None:
-            values["final_metrics"] = metrics
+            # JSON null where a value is not finite (PostgreSQL's JSON refuses NaN), the kind kept.
+            finite = {k: v if math.isfinite(v) else None for k, v in metrics.items()}
+            kinds = {k: str(v) for k, v in metrics.items() if not math.isfinite(v)}
+            values["final_metrics"], values["non_finite"] = finite, kinds or None
         self._update_trial(sweep, key, values)
 
     @_retried

@@ -3,7 +3,7 @@ no caller can write to the database by accident or touch a closed session."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +40,9 @@ class TrialView:
     checkpoint_path: str | None
     started_at: datetime | None
     ended_at: datetime | None
+    # Final metrics that were not finite, by name, and how ("nan", "inf", "-inf"); `metrics`
+    # leaves them out.
+    non_finite: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,5 +77,6 @@ _VIEW_FIELDS = [f.name for f in fields(TrialView)]
 def trial_view(values: tuple[Any, ...]) -> TrialView:
     """The view of one row of VIEW_COLUMNS."""
     data = dict(zip(_VIEW_FIELDS, values, strict=True))
-    data["metrics"] = dict(data["metrics"] or {})
+    data["metrics"] = {k: v for k, v in (data["metrics"] or {}).items() if v is not None}
+    data["non_finite"] = dict(data["non_finite"] or {})
     return TrialView(**data)
