@@ -36,8 +36,11 @@ def spec(name: str, seeds: int) -> dict[str, Any]:
 
 
 def stored(workdir: Path, sweep: str) -> list[TrialView]:
+    """The sweep's trials in workdir's results store (none yet: an empty list)."""
+    if not (workdir / "results.db").exists():
+        return []
     with ResultsStore(f"sqlite:///{workdir / 'results.db'}") as store:
-        return store.trials(sweep)
+        return store.trials(sweep) if store.get_sweep(sweep) else []
 
 
 def sql_steps(workdir: Path, sweep: str, key: str) -> list[int]:

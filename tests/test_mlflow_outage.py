@@ -3,10 +3,13 @@ SQL, and once the server is back `orchestrator sync` back-fills MLflow from the 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.conftest import TINY_BASE
 from tests.helpers import (
     free_port,
     kill_session,
@@ -17,18 +20,32 @@ from tests.helpers import (
     wait_for,
     write_spec,
 )
-from tests.test_faults import LONG, spec, sql_steps, stored
+from tests.test_kill_windows import sql_steps, stored
 
 pytestmark = pytest.mark.slow
 
 SERVE_ARTIFACTS = ("--serve-artifacts",)
+# Two trials long enough (tens of seconds on 2 busy cores) for the server to die mid-way.
+LONG = {"data": {"n_train": 256}, "optim": {"epochs": 24}, "eval": {"every_steps": 16}}
+
+
+def spec(name: str) -> dict[str, Any]:
+    base = copy.deepcopy(TINY_BASE)
+    for section, values in LONG.items():
+        base[section] = {**base.get(section, {}), **values}
+    return {
+        "name": name,
+        "base": base,
+        "parameters": {"seed": {"grid": [0, 1]}},
+        "metric": {"name": "gap_norm", "mode": "min"},
+    }
 
 
 def test_mlflow_outage_mid_sweep_then_sync(tmp_path: Path) -> None:
     # The server's store and log in a folder of their own, kept across its restart on one port.
     served, port = tmp_path / "mlflow", free_port()
     served.mkdir()
-    write_spec(tmp_path / "s.yaml", spec("outage", base=LONG))
+    write_spec(tmp_path / "s.yaml", spec("outage"))
     with started_mlflow_server(served, port=port, extra_args=SERVE_ARTIFACTS) as server:
         server.wait_until_serving()
         driver = start_orchestrator("submit", "s.yaml", "--mlflow-uri", server.url, cwd=tmp_path)
@@ -58,7 +75,7 @@ def test_mlflow_outage_mid_sweep_then_sync(tmp_path: Path) -> None:
         for t in trials:
             assert children[t.mlflow_run_id].info.status == "FINISHED"
             history = client.get_metric_history(t.mlflow_run_id, "gap_norm")
-            assert sorted(m.step for m in history) == sql_steps(tmp_path, t.key)
-            assert sql_steps(tmp_path, t.key) == list(range(0, 385, 16))
+            assert sorted(m.step for m in history) == sql_steps(tmp_path, "outage", t.key)
+            assert sql_steps(tmp_path, "outage", t.key) == list(range(0, 385, 16))
         parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
