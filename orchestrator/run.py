@@ -121,6 +121,7 @@ def _submit_holding_lease(
             ):
                 _init_ray(settings.services.address)
         tracker, experiment_id = mlflow.result()
+        store.check_lease(spec.name)  # MLflow alone is written next
         parent = tracker.start_sweep_run(experiment_id, spec.name, loaded.text, sweep.mlflow_run_id)
         store.set_sweep_mlflow(spec.name, experiment_id, parent)
         mirror = MlflowMirror(
@@ -137,6 +138,7 @@ def _submit_holding_lease(
     finally:
         _shutdown_local_ray(settings.services.address)
     # Runs that ended while MLflow was away still need their last steps, status and artifacts.
+    store.check_lease(spec.name)
     behind = mirror.sync_all() if mirror.had_outage else 0
     views = store.trials(spec.name)
     finish_parent(mirror, parent, views, spec.metric.name, spec.metric.mode)

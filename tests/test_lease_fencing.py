@@ -164,3 +164,9 @@ def test_sync_is_refused_beside_a_live_driver(tmp_path: Path) -> None:
         assert lease(tmp_path, "synced") == (1, driver.pid, None)  # untouched
     finally:
         kill_session(driver.pid)
+    driver.wait(timeout=30)
+    # The driver is gone: sync takes its lease over (a dead holder on this host) and releases it.
+    synced = orchestrator("sync", "synced", cwd=tmp_path)
+    assert "already being run" not in synced.stderr, synced.stderr
+    found = lease(tmp_path, "synced")
+    assert found is not None and found[0] == 2 and found[2] is not None, found

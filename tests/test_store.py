@@ -285,6 +285,7 @@ def test_a_stale_holder_writes_nothing_after_a_takeover(store: ResultsStore) -> 
             "set_sweep_mlflow": lambda: store.set_sweep_mlflow("s", "e", "r"),
             "register_trials": lambda: store.register_trials("s", new_trials(5)),
             "heartbeat": lambda: store.heartbeat("s"),
+            "check_lease": lambda: store.check_lease("s"),
         }
         for name, write in writes.items():
             with pytest.raises(LeaseLostError, match="taken over by process 22 on host-new"):

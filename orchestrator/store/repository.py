@@ -213,6 +213,13 @@ class ResultsStore:
         if fence is not None:
             lease.release(self._session, fence)
 
+    @_retried
+    def check_lease(self, sweep: str) -> None:
+        """LeaseLostError unless this store still holds the sweep's lease: for a driver about to
+        write to MLflow alone, which the store's fence cannot guard."""
+        with self._writing(sweep):
+            pass
+
     @contextmanager
     def holding_lease(self, sweep: str, stale_after_s: float | None = None) -> Iterator[Fence]:
         """The sweep's lease, kept fresh by a heartbeat thread until the block ends, then
