@@ -84,3 +84,56 @@ def _trial_view(key: str, config: dict[str, object]) -> TrialView:
         resumed_from_step=None, mlflow_last_step=None, checkpoint_path=None, started_at=None,
         ended_at=None,
     )  # fmt: skip
+
+
+def latitude_loss(phi: float, temperature: float) -> float:
+    """The equator layout's loss with the texts at latitude phi, written out independently:
+    six images 20 degrees apart on the equator, captions of pairs 0 and 1 swapped."""
+    theta = np.radians(20.0 * np.arange(6))
+    images = np.stack([np.cos(theta), np.sin(theta), np.zeros(6)], axis=1)
+    swapped = theta[[1, 0, 2, 3, 4, 5]]
+    texts = np.stack(
+        [np.cos(phi) * np.cos(swapped), np.cos(phi) * np.sin(swapped), np.full(6, np.sin(phi))],
+        axis=1,
+    )
+    logits = images @ texts.T / temperature
+    diag = np.diag(logits)
+    rows = np.log(np.exp(logits).sum(axis=1)) - diag
+    cols = np.log(np.exp(logits).sum(axis=0)) - diag
+    return float((rows.mean() + cols.mean()) / 2)
+
+
+def test_the_equator_minimum_is_where_scipy_finds_it_and_inside_the_range() -> None:
+    from scipy.optimize import minimize_scalar
+
+    found = minimize_scalar(
+        latitude_loss, bounds=(0.0, np.pi / 2 - 1e-6), args=(0.01,), method="bounded"
+    )
+    assert np.degrees(found.x) == pytest.approx(77.7, abs=0.2)  # the paper's curve, read off
+    fine = LandscapeConfig(temperature=0.01, max_shift=10.0, shifts=2001)
+    result = run_landscape(fine, lambda s, m: None)
+    assert result["min_loss_shift"] == pytest.approx(np.tan(found.x), abs=0.01)
+    assert result["min_loss"] == pytest.approx(found.fun, rel=1e-6)
+    assert result["min_at_edge"] == 0.0
+    cut = run_landscape(LandscapeConfig(temperature=0.01, max_shift=3.0), lambda s, m: None)
+    assert cut["min_at_edge"] == 1.0  # the old range stopped short of it, and now says so
+
+
+def test_the_mirrored_ring_starts_at_twice_its_height_and_closes_at_two_heights() -> None:
+    height = 0.5
+    config = LandscapeConfig(layout="mirrored_ring", ring_height=height, max_shift=1.0, shifts=3)
+    images = image_points(config)
+    assert np.allclose(images[:, 2], height) and np.allclose(np.linalg.norm(images, axis=1), 1)
+    angles = np.degrees(np.arctan2(images[:, 1], images[:, 0])) % 360
+    assert angles[-1] == pytest.approx(10.0)  # the moved pair, beside pair 0
+    mirrored = images * np.array([1.0, 1.0, -1.0])
+    assert np.allclose(text_points(images, config, 0.0), mirrored)
+    assert np.allclose(text_points(images, config, 2 * height), images)
+    rows: list[dict[str, float]] = []
+    run_landscape(config, lambda s, m: rows.append(m))
+    halfway = mirrored + np.array([0.0, 0.0, height])
+    halfway /= np.linalg.norm(halfway, axis=1, keepdims=True)
+    gaps = [2 * height, np.linalg.norm(images.mean(axis=0) - halfway.mean(axis=0)), 0.0]
+    assert [r["gap_norm"] for r in rows] == pytest.approx(gaps, abs=1e-9)
+    even = image_points(LandscapeConfig(layout="mirrored_ring", mismatched=False))
+    assert np.degrees(np.arctan2(even[-1, 1], even[-1, 0])) % 360 == pytest.approx(320.0)

@@ -1,11 +1,15 @@
 """The `landscape` trainer: the paper's Figure 3 simulations, loss versus modality gap.
 
-Fixed image points on the unit sphere and their text points, which start on their images and are
-shifted along the gap direction (the z axis): text_i(λ) = normalise(image_s(i) + λ·e_z), where s
-swaps a few pairs when `mismatched`. For each λ the symmetric InfoNCE loss at the trial's
-temperature and the gap ‖mean(image) - mean(text)‖ are reported (the step is the shift's
-index); the last report adds where the loss is lowest. With mismatched pairs and a low
-temperature the minimum sits at a non-zero gap; at high temperatures closing the gap is optimal.
+Fixed image points on the unit sphere and their text points, shifted along the gap direction (the
+z axis): text_i(λ) = normalise(base_s(i) + λ·e_z). In the `equator` and `rings` layouts the texts
+start on their images (base = image) and s swaps a pair when `mismatched`; on the equator a shift
+by λ is a rotation to latitude atan(λ). In `mirrored_ring` (Supp. Fig. 9) the texts start on the
+mirror image of the image ring (base = image with z negated), so λ = 0 is a gap of twice the
+ring's height and λ = 2·height closes it; `mismatched` there moves one pair next to another.
+For each λ the symmetric InfoNCE loss at the trial's temperature and the gap
+‖mean(image) - mean(text)‖ are reported (the step is the shift's index); the last report adds
+where the loss is lowest, and whether that is the last λ of the range (`min_at_edge`: the true
+minimum may lie further out).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ Report = Callable[[int, dict[str, float]], None]
 
 # The swapped pairs of the paper's two simulations.
 SWAPS = {"equator": (0, 1), "rings": (3, 8)}
+# mirrored_ring's moved pair: the last one, placed this far from the first.
+MOVED_PAIR_DEGREES = 10.0
 
 
 def image_points(config: LandscapeConfig) -> F64:
@@ -33,16 +39,25 @@ def image_points(config: LandscapeConfig) -> F64:
     z = config.ring_height
     radius = math.sqrt(1.0 - z**2)
     angles = 2.0 * math.pi * np.arange(9) / 9.0
-    heights = np.where(np.arange(9) % 2 == 0, z, -z)  # alternate between the two rings
+    if config.layout == "mirrored_ring":
+        if config.mismatched:
+            angles[-1] = math.radians(MOVED_PAIR_DEGREES)
+        heights = np.full(9, z)
+    else:
+        heights = np.where(np.arange(9) % 2 == 0, z, -z)  # alternate between the two rings
     return np.stack([radius * np.cos(angles), radius * np.sin(angles), heights], axis=1)
 
 
 def text_points(images: F64, config: LandscapeConfig, lam: float) -> F64:
-    order = np.arange(len(images))
-    if config.mismatched:
-        i, j = SWAPS[config.layout]
-        order[[i, j]] = order[[j, i]]
-    moved = images[order] + lam * np.array([0.0, 0.0, 1.0])
+    if config.layout == "mirrored_ring":
+        base = images * np.array([1.0, 1.0, -1.0])
+    else:
+        order = np.arange(len(images))
+        if config.mismatched:
+            i, j = SWAPS[config.layout]
+            order[[i, j]] = order[[j, i]]
+        base = images[order]
+    moved = base + lam * np.array([0.0, 0.0, 1.0])
     normalised: F64 = moved / np.linalg.norm(moved, axis=1, keepdims=True)
     return normalised
 
@@ -82,6 +97,7 @@ def run_landscape(config: LandscapeConfig, report: Report) -> dict[str, float]:
         "min_loss": best["loss"],
         "min_loss_gap": best["gap_norm"],
         "min_loss_shift": best["shift"],
+        "min_at_edge": float(best is rows[-1]),
     }
     for step, row in enumerate(rows):
         last = step == len(rows) - 1

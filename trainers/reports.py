@@ -42,4 +42,5 @@ LANDSCAPE_METRICS: tuple[str, ...] = (
     "min_loss",
     "min_loss_gap",
     "min_loss_shift",
+    "min_at_edge",
 )
