@@ -33,7 +33,7 @@ from trainers.device import (
 from trainers.embedding_cache import eval_embeddings, frozen_key, towers_frozen
 from trainers.errors import DataError, NonFiniteLossError
 from trainers.evaluate import ClassEmbeddings, Embeddings, class_embeddings, evaluate
-from trainers.evaluate_shift import shift_summary, shift_table
+from trainers.evaluate_shift import heldout_shift, shift_summary, shift_table
 from trainers.inputs import TowerInputs, image_layout, train_batches
 from trainers.loss import Temperature, contrastive_loss
 from trainers.towers.init import close_gap_by_procrustes, warm_start
@@ -328,7 +328,7 @@ def _evaluate(
     arrays = _arrays(emb, data, class_b) if final else None
     if arrays is not None and config.eval.shift_lambdas:
         rows = shift_table(arrays, config.eval.shift_lambdas, model.temperature.value())
-        metrics |= shift_summary(rows)
+        metrics |= shift_summary(rows) | heldout_shift(arrays, config.eval.shift_lambdas)
     return _Evaluation(metrics, emb, arrays)
 
 

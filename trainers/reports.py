@@ -30,6 +30,11 @@ DUAL_ENCODER_METRICS: tuple[str, ...] = (
     "shift_best_lambda",
     "shift_best_zero_shot_acc",
     "shift_zero_shot_gain",
+    "shift_heldout_lambda",
+    "shift_heldout_zero_shot_acc",
+    "shift_heldout_gain",
+    "shift_heldout_gain_low",
+    "shift_heldout_gain_high",
     *CUDA_METRICS,
 )
 
