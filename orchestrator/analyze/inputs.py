@@ -16,6 +16,7 @@ from orchestrator.errors import InputError
 from trainers.gap import DEFAULT_MAX_PAIRS, DEFAULT_TEMPERATURE
 
 DEFAULT_SHIFT = "-1:1:0.25"
+DEFAULT_LANDSCAPE_TEMPERATURES = "0.01,0.1,1"  # the paper's Fig. 3b-d: 1/tau = 100, 10, 1
 _MAX_LAMBDAS = 1001
 # np.load's ways of saying "this is not a readable .npy/.npz file".
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
@@ -34,6 +35,8 @@ class AnalyzeRequest:
     plot: Path | None = None
     sample_size: int = DEFAULT_MAX_PAIRS
     seed: int = 0
+    landscape: bool = False
+    temperatures: str = DEFAULT_LANDSCAPE_TEMPERATURES
 
 
 @dataclass(frozen=True)
@@ -225,3 +228,15 @@ def _read_label_lines(path: Path) -> npt.NDArray[np.generic]:
     if all(label.lstrip("-").isdigit() for label in labels):
         return np.array([int(label) for label in labels], dtype=np.int64)
     return np.array(labels)
+
+
+def parse_temperatures(text: str) -> tuple[float, ...]:
+    """A comma list of positive temperatures, e.g. 0.01,0.1,1."""
+    hint = f"--temperatures {text!r}: expected positive numbers such as 0.01,0.1,1"
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(hint) from None
+    if not values or not all(math.isfinite(v) and v > 0 for v in values) or len(values) > 20:
+        raise InputError(hint + " (at most 20)")
+    return values

@@ -14,6 +14,7 @@ from orchestrator.analyze.inputs import (
     option_problems,
     parse_lambdas,
     parse_names,
+    parse_temperatures,
 )
 from orchestrator.analyze.output import Analysis, write_plot
 from orchestrator.errors import InputError
@@ -28,9 +29,10 @@ def run(request: AnalyzeRequest) -> Analysis:
     problems: list[str] = []
     names = _collect(problems, parse_names, request.names)
     lambdas = _collect(problems, parse_lambdas, request.shift)
+    temperatures = _collect(problems, parse_temperatures, request.temperatures)
     problems += option_problems(request)
     arrays = _collect(problems, load_pairs, request.files, request.key)
-    if problems or names is None or lambdas is None or arrays is None:
+    if problems or names is None or lambdas is None or arrays is None or temperatures is None:
         raise InputError(problems)
     labels = None if request.labels is None else load_labels(request.labels, arrays[0].shape[0])
     data = PairedEmbeddings(arrays[0], arrays[1], names, labels)
@@ -44,6 +46,7 @@ def run(request: AnalyzeRequest) -> Analysis:
             max_pairs=request.sample_size,
             seed=request.seed,
             names=names,
+            landscape_temperatures=temperatures if request.landscape else (),
         )
     except DataError as exc:
         raise InputError(str(exc).splitlines()) from exc

@@ -83,6 +83,22 @@ def print_tables(analysis: Analysis, console: Console) -> None:
         table.add_row(name, f"{report.metrics[name]:.4f}{marker}", meaning)
     console.print(table)
     console.print(_shift_table(analysis))
+    if report.landscape:
+        console.print(_landscape_table(analysis))
+
+
+def _landscape_table(analysis: Analysis) -> Table:
+    table = Table(title="Loss landscape: where the loss is lowest along the shift, per τ")
+    for column in ("τ", "λ at the minimum", "gap_norm there", "loss there", "at the range's end"):
+        table.add_column(column, justify="right")
+    for curve in analysis.report.landscape:
+        best = curve.lowest
+        edge = "yes: the minimum may lie beyond" if curve.at_edge else "no"
+        table.add_row(
+            f"{curve.temperature:g}", f"{best.lam:+.2f}", f"{best.gap_norm:.4f}",
+            f"{best.loss:.4f}", edge,
+        )  # fmt: skip
+    return table
 
 
 def _shift_table(analysis: Analysis) -> Table:
@@ -115,9 +131,12 @@ def write_plot(analysis: Analysis, path: Path) -> None:
     matplotlib.use("Agg")  # no display on servers; must precede pyplot
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
-    _draw_embeddings(left, analysis)
-    _draw_shift(right, analysis)
+    panels = 3 if analysis.report.landscape else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5))
+    _draw_embeddings(axes[0], analysis)
+    _draw_shift(axes[1], analysis)
+    if analysis.report.landscape:
+        _draw_landscape(axes[2], analysis)
     fig.tight_layout()
     try:
         fig.savefig(path, format="png", dpi=120)
@@ -176,3 +195,21 @@ def _draw_shift(ax: Any, analysis: Analysis) -> None:
     ax.set_title("Gap shift curve")
     lines = ax.get_lines() + other.get_lines()
     ax.legend(lines, [line.get_label() for line in lines], loc="upper center")
+
+
+def _draw_landscape(ax: Any, analysis: Analysis) -> None:
+    """Loss against λ per τ, each rescaled to [0, 1] (the losses of low τ are many times those
+    of high τ), with its minimum marked and the gap there, as the paper's Fig. 3b-d. Against λ
+    rather than the gap: past the λ that closes it the gap grows again, and the curve would fold."""
+    for curve in analysis.report.landscape:
+        lams = np.array([p.lam for p in curve.points])
+        losses = np.array([p.loss for p in curve.points])
+        span = float(np.ptp(losses)) or 1.0
+        best = curve.lowest
+        label = f"τ = {curve.temperature:g}: minimum at gap {best.gap_norm:.2f}"
+        (line,) = ax.plot(lams, (losses - losses.min()) / span, "-", label=label)
+        ax.plot([best.lam], [(best.loss - losses.min()) / span], "o", color=line.get_color())
+    ax.set_xlabel("λ (shift along the gap direction; 0 = the embeddings as they are)")
+    ax.set_ylabel("contrastive loss, rescaled to [0, 1]")
+    ax.set_title("Loss landscape; dots: the minimum per τ")
+    ax.legend(loc="best")

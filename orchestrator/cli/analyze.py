@@ -7,7 +7,11 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.analyze.inputs import DEFAULT_SHIFT, AnalyzeRequest
+from orchestrator.analyze.inputs import (
+    DEFAULT_LANDSCAPE_TEMPERATURES,
+    DEFAULT_SHIFT,
+    AnalyzeRequest,
+)
 from orchestrator.cli.common import console, err_console, exit_codes
 from trainers.gap import DEFAULT_MAX_PAIRS, DEFAULT_TEMPERATURE
 
@@ -62,6 +66,17 @@ def analyze(
     seed: Annotated[
         int, typer.Option("--seed", help="seed of the sample and of the classifier's split")
     ] = 0,
+    landscape: Annotated[
+        bool,
+        typer.Option(
+            "--landscape",
+            help="the loss landscape (the paper's Fig. 3b-d): the contrastive loss along the "
+            "--shift grid at each of --temperatures, with each minimum",
+        ),
+    ] = False,
+    temperatures: Annotated[
+        str, typer.Option("--temperatures", help="temperatures of the landscape, e.g. 0.01,0.1,1")
+    ] = DEFAULT_LANDSCAPE_TEMPERATURES,
 ) -> None:
     """Measure the modality gap of paired embeddings computed elsewhere."""
     request = AnalyzeRequest(
@@ -74,6 +89,8 @@ def analyze(
         plot=plot,
         sample_size=sample_size,
         seed=seed,
+        landscape=landscape,
+        temperatures=temperatures,
     )
     from orchestrator.analyze.measure import run
     from orchestrator.analyze.output import json_text, print_tables, sampling_note

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trainers.errors import DataError
+from trainers.gap.landscape import LandscapeCurve, loss_landscape
 from trainers.gap.pairwise import linear_separability, pc1_variance_ratio, within_modality
 from trainers.gap.shift import (
     DEFAULT_LAMBDAS,
@@ -63,6 +64,7 @@ class GapReport:
     sample_size: int  # pairs behind SAMPLED_METRICS and the shift curve
     centroid_a: npt.NDArray[np.float64]
     centroid_b: npt.NDArray[np.float64]
+    landscape: tuple[LandscapeCurve, ...] = ()  # one curve per temperature, when asked for
 
     @property
     def sampled(self) -> bool:
@@ -72,6 +74,8 @@ class GapReport:
         """Exactly the metric names, then `shift`: the vocabulary of trainers/reports.py."""
         out: dict[str, Any] = {name: self.metrics[name] for name in METRIC_NAMES}
         out["shift"] = [point.to_dict() for point in self.shift]
+        if self.landscape:
+            out["landscape"] = [curve.to_dict() for curve in self.landscape]
         return out
 
 
@@ -99,6 +103,7 @@ def gap_report(
     seed: int = 0,
     names: tuple[str, str] = ("a", "b"),
     chunk_rows: int | None = None,
+    landscape_temperatures: tuple[float, ...] = (),
 ) -> GapReport:
     """Every metric of METRIC_NAMES and the shift curve over `lambdas`.
 
@@ -120,6 +125,7 @@ def gap_report(
     curve = shift_curve(
         x, y, lambdas=lambdas, temperature=temperature, direction=direction, labels=sample_labels
     )
+    landscape = loss_landscape(x, y, lambdas, landscape_temperatures, direction)
     return GapReport(
         metrics={name: metrics[name] for name in METRIC_NAMES},
         shift=curve,
@@ -128,6 +134,7 @@ def gap_report(
         sample_size=x.shape[0],
         centroid_a=acc.centroid_a,
         centroid_b=acc.centroid_b,
+        landscape=landscape,
     )
 
 
