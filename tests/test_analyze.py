@@ -66,7 +66,7 @@ def small_pairs(n: int = 40, d: int = 6, seed: int = 0) -> np.ndarray:
 
 def test_json_on_clip_has_exactly_the_metric_names_and_the_shift_curve() -> None:
     out = run_json(clip_path())
-    assert list(out) == [*METRIC_NAMES, "shift"]
+    assert list(out) == [*METRIC_NAMES, "shift", "intervals"]
     assert out["gap_norm"] == pytest.approx(0.82, abs=0.05)
     stacked = np.load(clip_path())
     expected = direct_metrics(stacked[0], stacked[1])
@@ -136,7 +136,7 @@ def test_labels_add_zero_shot_accuracy(tmp_path: Path, suffix: str) -> None:
 def test_sampling_is_noted_on_stderr_and_keeps_stdout_json(tmp_path: Path) -> None:
     result = invoke(clip_path(), "--json", "--sample-size", "100", "--shift", "0")
     assert result.exit_code == 0, result.output
-    assert list(json.loads(result.stdout)) == [*METRIC_NAMES, "shift"]
+    assert list(json.loads(result.stdout)) == [*METRIC_NAMES, "shift", "intervals"]
     assert "seeded sample of 100 of 500 pairs" in result.stderr
     table = invoke(clip_path(), "--sample-size", "100", "--shift", "0")
     assert "seeded sample of 100 of 500 pairs" in " ".join(table.stdout.split())

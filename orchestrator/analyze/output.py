@@ -28,7 +28,7 @@ class Analysis:
 
 
 def json_text(report: GapReport) -> str:
-    """One JSON object: exactly the metric names, then `shift`; NaN becomes null."""
+    """One JSON object: the metric names, `shift`, `intervals` (and `landscape`); NaN is null."""
     return json.dumps(_finite_or_none(report.to_json_dict()), indent=2)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trainers.errors import DataError
+from trainers.gap.intervals import bootstrap_intervals
 from trainers.gap.landscape import LandscapeCurve, loss_landscape
 from trainers.gap.pairwise import linear_separability, pc1_variance_ratio, within_modality
 from trainers.gap.shift import (
@@ -65,15 +66,19 @@ class GapReport:
     centroid_a: npt.NDArray[np.float64]
     centroid_b: npt.NDArray[np.float64]
     landscape: tuple[LandscapeCurve, ...] = ()  # one curve per temperature, when asked for
+    intervals: dict[str, tuple[float, float]] | None = None  # bootstrap 95 %, over the sample
 
     @property
     def sampled(self) -> bool:
         return self.sample_size < self.n_pairs
 
     def to_json_dict(self) -> dict[str, Any]:
-        """Exactly the metric names, then `shift`: the vocabulary of trainers/reports.py."""
+        """Exactly the metric names, then `shift`, `intervals` (bootstrap 95 % intervals of the
+        means) and, when asked for, `landscape`: the vocabulary of trainers/reports.py."""
         out: dict[str, Any] = {name: self.metrics[name] for name in METRIC_NAMES}
         out["shift"] = [point.to_dict() for point in self.shift]
+        if self.intervals:
+            out["intervals"] = {name: list(bounds) for name, bounds in self.intervals.items()}
         if self.landscape:
             out["landscape"] = [curve.to_dict() for curve in self.landscape]
         return out
@@ -126,6 +131,7 @@ def gap_report(
         x, y, lambdas=lambdas, temperature=temperature, direction=direction, labels=sample_labels
     )
     landscape = loss_landscape(x, y, lambdas, landscape_temperatures, direction)
+    intervals = bootstrap_intervals(x, y, seed)
     return GapReport(
         metrics={name: metrics[name] for name in METRIC_NAMES},
         shift=curve,
@@ -135,6 +141,7 @@ def gap_report(
         centroid_a=acc.centroid_a,
         centroid_b=acc.centroid_b,
         landscape=landscape,
+        intervals=intervals,
     )
 
 
