@@ -207,7 +207,7 @@ class Launched:
         return ""
 
     def tail(self, lines: int = 6) -> str:
-        return " | ".join(self.stderr().strip().splitlines()[-lines:])
+        return " | ".join(line[:240] for line in self.stderr().strip().splitlines()[-lines:])
 
     def stop(self) -> int:
         """SIGKILL whatever is left of its session (its Ray) and reap it; its exit code."""

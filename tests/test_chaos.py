@@ -5,14 +5,16 @@ as a real `mlflow server`, hit by a seeded schedule of real faults at random poi
 - worker-kill: SIGKILL to a Ray worker running a trial (Tune retries it from its checkpoint);
 - mlflow-restart: the MLflow server's session SIGKILLed, then started again on the same port
   and store;
-- postgres-restart: the results store's server stopped (`pg_ctl stop -m fast`) and started;
+- postgres-restart: the results store's server stopped (`pg_ctl stop`, `-m fast` or, as if it
+  crashed, `-m immediate`) and started again;
 - second-driver: a second `submit` of the sweep, which must be refused while the first lives,
   and may take over only once the first is dead.
 
-Whenever the driver exits (a fault or any other reason) the sweep is submitted again; a sweep
-that completes before the schedule is done is followed by a new one (a new round). Then every
-round is submitted until it completes, `orchestrator sync` runs, and the invariant is checked:
-every trial completed once in SQL, one value per step in every series (SQL and MLflow), one
+Each strikes after a seeded number of new reports (0: at once, even while a driver starts) and a
+seeded delay. Whenever the driver exits (a fault or any other reason) the sweep is submitted
+again; a sweep that completes before the schedule is done is followed by a new one (a new round).
+Then every round is submitted until it completes, `orchestrator sync` runs, and the invariant is
+checked: every trial completed once in SQL, one value per step in every series (SQL and MLflow), one
 FINISHED MLflow child run per trial (the one the store names), the parent run FINISHED.
 
 GAPSWEEP_CHAOS_SEED (16) draws the schedule, GAPSWEEP_CHAOS_FAULTS (8) is its length and
@@ -70,21 +72,38 @@ PROGRESS_TIMEOUT_S = 240  # a live driver that records nothing for this long has
 @dataclass(frozen=True)
 class Fault:
     kind: str
-    after_reports: int  # gap_norm values the sweep records between the previous fault and this
+    # When it strikes: once the sweep has recorded this many gap_norm values since the last
+    # fault (0: at once, which may be while a resubmitted driver is still starting), and then
+    # `delay_s` seconds more.
+    after_reports: int
+    delay_s: float
     pause_s: float  # how long MLflow or PostgreSQL stays down
+    pg_mode: str  # postgres-restart: pg_ctl's shutdown mode (immediate: as if it crashed)
 
     def __str__(self) -> str:
-        return f"{self.kind}(+{self.after_reports}, {self.pause_s}s)"
+        what = f"{self.kind}(+{self.after_reports} reports, +{self.delay_s}s"
+        if self.kind in ("mlflow-restart", "postgres-restart"):
+            what += f", down {self.pause_s}s"
+        return what + (f", -m {self.pg_mode})" if self.kind == "postgres-restart" else ")")
 
 
 def draw_schedule(seed: int, count: int) -> list[Fault]:
     """`count` faults: the kinds in seeded shuffles of all five (every kind comes up in any
-    five in a row), each after a seeded amount of progress and with a seeded outage."""
+    five in a row), each after a seeded amount of progress and time, with a seeded outage."""
     rng = random.Random(seed)
     kinds: list[str] = []
     while len(kinds) < count:
         kinds += rng.sample(KINDS, len(KINDS))
-    return [Fault(k, rng.randint(1, 12), round(rng.uniform(0.0, 3.0), 1)) for k in kinds[:count]]
+    return [
+        Fault(
+            kind,
+            after_reports=rng.randint(0, 12),
+            delay_s=round(rng.uniform(0.0, 6.0), 1),
+            pause_s=round(rng.uniform(0.0, 3.0), 1),
+            pg_mode=rng.choice(("fast", "immediate")),
+        )
+        for kind in kinds[:count]
+    ]
 
 
 def spec(name: str, max_failures: int) -> dict[str, Any]:
@@ -171,9 +190,20 @@ class Chaos:
             time.sleep(1)
             self.submit()
 
-    def wait_progress(self, reports: int) -> bool:
-        """Wait until the sweep records `reports` more values, while its driver lives; False
-        when the driver exited first or stalled (it is then reaped)."""
+    def wait_progress(self, reports: int, delay_s: float) -> bool:
+        """Wait until the sweep records `reports` more values, then `delay_s` seconds, while its
+        driver lives; False when the driver exited first or stalled."""
+        assert self.driver is not None
+        if not self._progress(reports):
+            return False
+        until = time.monotonic() + delay_s
+        while time.monotonic() < until:
+            if not self.driver.alive():
+                return False
+            time.sleep(0.1)
+        return self.driver.alive()
+
+    def _progress(self, reports: int) -> bool:
         assert self.driver is not None
         baseline: int | None = None
         deadline = time.monotonic() + PROGRESS_TIMEOUT_S
@@ -205,7 +235,7 @@ class Chaos:
             self.say("mlflow server serving again")
             return True
         if fault.kind == "postgres-restart":
-            return self.restart_postgres(fault.pause_s)
+            return self.restart_postgres(fault.pause_s, fault.pg_mode)
         return self.second_driver()
 
     def kill_worker(self) -> bool:
@@ -224,9 +254,9 @@ class Chaos:
         self.say("no trial worker found to kill; the fault is drawn again later")
         return False
 
-    def restart_postgres(self, pause_s: float) -> bool:
-        stopped = self.pg.stop("fast")
-        self.say(f"postgres stopped (exit {stopped.returncode}); down for {pause_s} s")
+    def restart_postgres(self, pause_s: float, mode: str) -> bool:
+        stopped = self.pg.stop(mode)
+        self.say(f"postgres stopped -m {mode} (exit {stopped.returncode}); down for {pause_s} s")
         time.sleep(pause_s)
         started = self.pg.start()
         assert started.returncode == 0, f"postgres did not start again: {started.stderr}"
@@ -236,9 +266,12 @@ class Chaos:
     def second_driver(self) -> bool:
         first = self.driver
         assert first is not None
+        # Only a first driver that held the lease already must win; one still starting races
+        # the second for it, and either may be refused.
+        held = self.probe.lease_pid(self.sweep) == first.pid
         second = self.start("second")
-        self.say(f"second driver {second.pid} started beside driver {first.pid}")
-        flagged, deadline = False, time.monotonic() + 300
+        self.say(f"second driver {second.pid} started beside driver {first.pid} (holder: {held})")
+        flagged, deadline = not held, time.monotonic() + 300
         while time.monotonic() < deadline:
             if not second.alive():
                 self.second_exited(first, second)
@@ -247,6 +280,8 @@ class Chaos:
                 rc = first.stop()
                 self.say(f"driver {first.pid} exited {rc} ({first.tail(2)}); second {second.pid} "
                          "goes on as the driver")  # fmt: skip
+                if held and rc == 1 and REFUSED in first.stderr():
+                    self.violated(f"driver {first.pid}, which held the lease, was refused")
                 self.driver = second
                 return True
             if not flagged and self.probe.lease_pid(self.sweep) == second.pid and first.alive():
@@ -261,7 +296,7 @@ class Chaos:
     def second_exited(self, first: Launched, second: Launched) -> None:
         rc, stderr = second.stop(), second.stderr()
         if rc == 1 and REFUSED in stderr:
-            self.say(f"second driver {second.pid} refused: {second.tail(1)}")
+            self.say(f"second driver {second.pid} refused: {second.tail(1)[:160]}")
         elif first.alive():
             self.violated(f"second driver {second.pid} beside live driver {first.pid} exited "
                           f"{rc} without the refusal: {second.tail()}")  # fmt: skip
@@ -278,7 +313,7 @@ class Chaos:
             if self.driver is None:
                 self.new_round()  # the last sweep completed; faults go on in a new one
             assert self.driver is not None
-            if not self.wait_progress(fault.after_reports):
+            if not self.wait_progress(fault.after_reports, fault.delay_s):
                 self.driver_ended("exited")
                 continue
             self.say(f"fault {self.injected + 1}/{FAULTS}: {fault}")
