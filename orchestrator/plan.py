@@ -46,6 +46,7 @@ class Plan:
     spec: SweepSpec
     trials: list[Trial]
     duplicates_dropped: int = 0
+    stages: tuple[Plan, ...] = ()  # the plans of the stages that run before these trials
 
 
 def planned_trials(spec: SweepSpec) -> int:
@@ -58,7 +59,7 @@ def planned_trials(spec: SweepSpec) -> int:
 def check_trial_count(loaded: LoadedSpec, yes: bool) -> None:
     """Refuse a sweep over the hard cap, or over the --yes limit without --yes, before any of
     its trials is expanded (a 10^12-point grid is answered at once)."""
-    count = planned_trials(loaded.spec)
+    count = sum(planned_trials(part.spec) for part in (*loaded.stages, loaded))
     if count > TRIAL_CAP:
         raise SpecError(
             f"{loaded.path}: parameters: the sweep expands to {count:,} trials, more than "
@@ -96,9 +97,16 @@ def expand(loaded: LoadedSpec) -> Plan:
             continue
         seen.add(key)
         trials.append(Trial(key=key, index=len(trials), config=config, varied=varied))
+    stages = []
+    for stage in loaded.stages:
+        try:
+            stages.append(expand(stage))
+        except SpecError as exc:
+            problems += exc.problems
     if problems:
         raise SpecError(list(dict.fromkeys(problems)))
-    return Plan(spec=spec, trials=trials, duplicates_dropped=len(assignments) - len(trials))
+    dropped = len(assignments) - len(trials)
+    return Plan(spec=spec, trials=trials, duplicates_dropped=dropped, stages=tuple(stages))
 
 
 def device_problems(spec: SweepSpec, config: BaseModel, source: str) -> list[str]:

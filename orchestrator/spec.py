@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from orchestrator.errors import SpecError
-from orchestrator.overrides import override_problems, with_overrides
+from orchestrator.overrides import override_problems, set_paths, with_overrides
 from orchestrator.trainer_registry import TRAINERS, config_paths
 
 DOMAIN_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -100,6 +100,26 @@ class Resources(_Frozen):
         return int(1 // self.gpu) if 0 < self.gpu < 1 else None
 
 
+class StageSpec(_Frozen):
+    """A sweep run before the spec's own trials (the paper's pretraining before fine-tuning):
+    its trials start from the spec's `base` with the stage's `base` merged over it, and every
+    trial of the next stage (after the last, the spec's own) warm-starts from its best trial by
+    `metric`. It is stored as a sweep of its own, named `<sweep>.<stage>`."""
+
+    name: str = Field(min_length=1, max_length=40)
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Domain] = Field(default_factory=dict)
+    metric: MetricSpec = MetricSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise ValueError(f"{name!r}: start with a letter or digit; letters, digits, -_. only")
+        return name
+
+
 class SweepSpec(_Frozen):
     name: str = Field(min_length=1, max_length=100)
     description: str = ""
@@ -113,6 +133,7 @@ class SweepSpec(_Frozen):
     resources: Resources = Resources()
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_failures: int = Field(0, ge=0, le=100)
+    stages: list[StageSpec] = Field(default_factory=list, max_length=4)
 
     @field_validator("name")
     @classmethod
@@ -130,6 +151,24 @@ class SweepSpec(_Frozen):
             raise ValueError(f"unknown trainer {self.trainer!r}; known: {', '.join(TRAINERS)}")
         return self
 
+    @model_validator(mode="after")
+    def _stages_fit(self) -> SweepSpec:
+        names = [stage.name for stage in self.stages]
+        if len(set(names)) < len(names):
+            raise ValueError(f"stages: names must differ, got {names}")
+        if any(len(stage_sweep(self.name, n)) > 100 for n in names):
+            raise ValueError("stages: the sweep's name and a stage's, with a dot, exceed 100")
+        return self
+
+    def stage_source(self, index: int) -> dict[str, str]:
+        """The warm start of the trials after stage `index`: its best trial."""
+        return {"sweep": stage_sweep(self.name, self.stages[index].name), "trial": "best"}
+
+
+def stage_sweep(sweep: str, stage: str) -> str:
+    """The name a stage is stored under."""
+    return f"{sweep}.{stage}"
+
 
 @dataclass(frozen=True)
 class LoadedSpec:
@@ -137,6 +176,7 @@ class LoadedSpec:
     text: str  # the spec as written
     path: Path
     overrides: dict[str, Any] = field(default_factory=dict)  # `--set` path -> value
+    stages: tuple[LoadedSpec, ...] = ()  # run first, in order (SweepSpec.stages)
 
     @property
     def spec_hash(self) -> str:
@@ -178,9 +218,73 @@ def load_spec_text(text: str, path: Path, overrides: Mapping[str, Any] | None = 
             problems += _check_metric(trainer, metric["name"], path)
     if spec is not None:
         problems += _check_search(spec, path)
+    stages: tuple[LoadedSpec, ...] = ()
+    if spec is not None and spec.stages:
+        stages, stage_problems = _stage_specs(spec, path)
+        problems += stage_problems
+        # The spec's own trials start from the last stage's best trial.
+        warm = {WARM_START: spec.stage_source(len(spec.stages) - 1)}
+        spec = spec.model_copy(update={"base": set_paths(spec.base, warm)})
     if problems or spec is None:
         raise SpecError(problems)
-    return LoadedSpec(spec=spec, text=text, path=path, overrides=dict(overrides or {}))
+    return LoadedSpec(
+        spec=spec, text=text, path=path, overrides=dict(overrides or {}), stages=stages
+    )
+
+
+WARM_START = "model.init.warm_start"
+
+
+def _stage_specs(spec: SweepSpec, path: Path) -> tuple[tuple[LoadedSpec, ...], list[str]]:
+    """Each stage as a spec of its own, validated as any spec is (its problems named by stage)."""
+    if WARM_START not in config_paths(TRAINERS[spec.trainer].config_model):
+        return (), [f"{path}: stages: trainer {spec.trainer} cannot warm-start a trial"]
+    if any(_sets(WARM_START, b) for b in (spec.base, *(s.base for s in spec.stages))):
+        return (), [
+            f"{path}: stages: each stage warm-starts from the one before; remove "
+            f"{WARM_START} from base"
+        ]
+    loaded, problems = [], []
+    for index, stage in enumerate(spec.stages):
+        base = _merged(spec.base, stage.base)
+        if index:
+            base = set_paths(base, {WARM_START: spec.stage_source(index - 1)})
+        data = {
+            "name": stage_sweep(spec.name, stage.name),
+            "description": stage.description or f"stage {stage.name} of sweep {spec.name}",
+            "trainer": spec.trainer,
+            "base": base,
+            "parameters": {p: d.model_dump(exclude_none=True) for p, d in stage.parameters.items()},
+            "metric": stage.metric.model_dump(),
+            "resources": spec.resources.model_dump(),
+            "max_concurrent_trials": spec.max_concurrent_trials,
+            "max_failures": spec.max_failures,
+        }
+        try:
+            text = yaml.safe_dump(data, sort_keys=False)
+            loaded.append(load_spec_text(text, Path(f"{path} (stage {stage.name})")))
+        except SpecError as exc:
+            problems += exc.problems
+    return tuple(loaded), problems
+
+
+def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` merged into a copy of `base`, section by section."""
+    out = dict(base)
+    for key, value in over.items():
+        inner = out.get(key)
+        both = isinstance(value, Mapping) and isinstance(inner, Mapping)
+        out[key] = _merged(inner, value) if both else value  # type: ignore[arg-type]
+    return out
+
+
+def _sets(dotted: str, base: Mapping[str, Any]) -> bool:
+    node: Any = base
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def format_validation_error(exc: ValidationError, prefix: str, loc_prefix: str = "") -> list[str]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import GapsweepError
+from orchestrator.errors import GapsweepError, SweepFailedError
 from orchestrator.plan import Plan, check_trial_count, expand
 from orchestrator.settings import SubmitSettings
 from orchestrator.spec import LoadedSpec, load_spec, load_spec_text
@@ -49,10 +49,13 @@ def preview(
     from orchestrator.warm_start import has_warm_starts, resolve_warm_starts
 
     plan = validate(path, overrides, yes)
-    if missing_sqlite_file(results_db) and not has_warm_starts(plan):
+    # A staged sweep's trials warm-start from its own last stage, which a submit runs first.
+    looked_up = has_warm_starts(plan) and not plan.stages
+    if missing_sqlite_file(results_db) and not looked_up:
         return PlanPreview(plan, {})  # nothing stored yet, and nothing to look up
     with ResultsStore.open_existing(results_db) as store:
-        resolve_warm_starts(plan, store)
+        if looked_up:
+            resolve_warm_starts(plan, store)
         stored = store.get_sweep(plan.spec.name) is not None
         statuses = {t.key: t.status for t in store.trials(plan.spec.name)} if stored else {}
     return PlanPreview(plan, statuses)
@@ -82,6 +85,8 @@ def _run_with_report(
     check_trial_count(loaded, settings.yes)
     plan = expand(loaded)
     try:
+        for stage, stage_plan in zip(loaded.stages, plan.stages, strict=True):
+            _run_stage(stage, stage_plan, settings, console, plan.spec.name)
         return _run(loaded, plan, settings, console)
     finally:
         if settings.report_dir is not None and _stored(plan.spec.name, settings):
@@ -90,6 +95,21 @@ def _run_with_report(
             mlflow_uri, results_db = settings.services.mlflow_uri, settings.services.results_db
             page, _ = write_report(plan.spec.name, settings.report_dir, results_db, mlflow_uri)
             console.print(f"report: {page}")
+
+
+def _run_stage(
+    stage: LoadedSpec, plan: Plan, settings: SubmitSettings, console: Console, sweep: str
+) -> None:
+    """One stage before the sweep's own trials; the sweep goes on only when all of it completed."""
+    console.print(f"[bold]stage {stage.spec.name}[/] (the trials of {sweep} start from its best)")
+    outcome = _run(stage, plan, settings, console)
+    unfinished = len(outcome.failed) + len(outcome.stopped)
+    if unfinished:
+        raise SweepFailedError(
+            f"stage {stage.spec.name}: {unfinished} of {len(outcome.trials)} trials did not "
+            f"complete, so the trials of {sweep} did not start; see `orchestrator status "
+            f"{stage.spec.name}`, then submit again (or `orchestrator resume {sweep}`)"
+        )
 
 
 def _stored(sweep: str, settings: SubmitSettings) -> bool:

@@ -366,7 +366,7 @@ def test_the_quickstart_runs_on_both_worker_containers(compose_cluster: ComposeC
     assert submitted.returncode == 0, submitted.stdout[-4000:] + submitted.stderr[-4000:]
     (compose_cluster.workdir / "quickstart.seconds").write_text(f"{time.monotonic() - started:.0f}")
     records = results(compose_cluster, "temperature")
-    assert len(records) == 12 and {r["status"] for r in records} == {"completed"}
+    assert len(records) == 18 and {r["status"] for r in records} == {"completed"}
     workers = {compose_cluster.node_id(w) for w in WORKERS}
     assert {r["node"] for r in records} == workers, "trials ran on both worker containers only"
     stored_once(compose_cluster, "temperature", [r["key"] for r in records])

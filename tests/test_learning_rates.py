@@ -1,6 +1,6 @@
-"""The learning-rate controls pretrain.yaml needs to start a learned temperature at CLIP's 0.07:
-a rate of the temperature's own (`loss.temperature_lr`) and a linear warm-up
-(`optim.warmup_steps`)."""
+"""The learning-rate controls temperature.yaml's pretrain stage needs to start a learned
+temperature at CLIP's 0.07: a rate of the temperature's own (`loss.temperature_lr`) and a linear
+warm-up (`optim.warmup_steps`)."""
 
 from __future__ import annotations
 

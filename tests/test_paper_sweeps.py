@@ -32,7 +32,7 @@ def test_sweep_validates_and_says_what_it_reproduces(path: Path) -> None:
 def test_temperature_sweep_keeps_its_shape() -> None:
     plan = expand(load_spec(SWEEPS / "temperature.yaml"))
     assert plan.spec.name == "temperature" and plan.spec.metric.name == "gap_norm"
-    assert len(plan.trials) == 12
+    assert len(plan.trials) == 18 and [s.spec.name for s in plan.stages] == ["temperature.pretrain"]
 
 
 def test_cone_depth_relu_matches_the_paper() -> None:
@@ -60,8 +60,12 @@ def test_landscape_sweep_shows_the_papers_finding() -> None:
 
 
 def test_pretrain_then_finetune_grades_the_gap_across_every_temperature(tmp_path: Path) -> None:
-    """Supp. Fig. 8 by the paper's protocol, on the shipped specs (one fine-tuning seed)."""
-    (pretrain,) = expand(load_spec(SWEEPS / "pretrain.yaml")).trials
+    """Supp. Fig. 8 by the paper's protocol, on the shipped spec: its pretrain stage, then its
+    own trials of one fine-tuning seed, each started from the stage's final checkpoint."""
+    plan = expand(load_spec(SWEEPS / "temperature.yaml"))
+    (stage,) = plan.stages
+    assert stage.spec.name == "temperature.pretrain"
+    (pretrain,) = stage.trials
     assert isinstance(pretrain.config, TrialConfig)
     assert pretrain.config.loss.temperature == 0.07 and pretrain.config.loss.learn_temperature
     temperatures: list[float] = []
@@ -73,8 +77,10 @@ def test_pretrain_then_finetune_grades_the_gap_across_every_temperature(tmp_path
     assert temperatures[-1] == pytest.approx(0.01)  # learned down to CLIP's clamp
     assert result.metrics["gap_norm"] > 0.2  # with a gap left to grade
     gaps = {}
-    for trial in expand(load_spec(SWEEPS / "temperature_finetune.yaml")).trials:
+    for trial in plan.trials:
         assert isinstance(trial.config, TrialConfig)
+        assert trial.config.model.init.warm_start is not None
+        assert trial.config.model.init.warm_start.sweep == "temperature.pretrain"
         if trial.config.seed != 1:
             continue
         init = trial.config.model.init.model_copy(

@@ -141,11 +141,13 @@ def test_sub_config_paths_can_be_swept(write_spec: Callable[..., Path], path: st
     assert len(plan.trials) == 1
 
 
-def test_shipped_sweeps_keep_the_trial_keys_of_earlier_versions() -> None:
+def test_shipped_sweeps_keep_the_trial_keys_of_earlier_versions(tmp_path: Path) -> None:
     """A new config field with a default must not change the keys of trials that do not use it,
     or resubmitting a sweep after an upgrade would run every completed trial again. These are
-    the keys the temperature sweep's first trials had before modality-pair presets existed."""
-    sweep = Path(__file__).parents[1] / "sweeps" / "temperature.yaml"
+    the keys the temperature sweep's first trials had before modality-pair presets existed
+    (the sweep as it was then, trained from scratch, before it gained its pretrain stage)."""
+    sweep = tmp_path / "temperature.yaml"
+    sweep.write_text(FROM_SCRATCH_TEMPERATURE_SWEEP)
     keys = [t.key for t in expand(load_spec(sweep)).trials[:3]]
     assert keys == ["ecb38c65a62649e1", "5cd32805c745c53d", "807d14db6234dd04"]
 
@@ -167,3 +169,23 @@ def test_a_preset_is_part_of_the_key_only_when_set(write_spec: Any, tiny_base: A
     assert "pair" not in plain.trials[0].config.model_dump()
     paired = expand(load_spec(write_spec({"name": "p", "base": {"pair": "vit_bert"}})))
     assert paired.trials[0].config.model_dump()["pair"] == "vit_bert"
+
+
+FROM_SCRATCH_TEMPERATURE_SWEEP = """\
+name: temperature
+description: >
+  Modality gap versus contrastive temperature: a CNN image tower and a transformer text tower
+  trained from scratch on generated shapes with captions at tau = 1/100 ... 1, two seeds each.
+trainer: dual_encoder
+base:
+  data: {name: shapes, n_train: 2048, n_eval: 512}
+  model: {embed_dim: 32}
+  optim: {lr: 0.001, batch_size: 64, epochs: 10}
+  eval: {every_steps: 32}
+parameters:
+  loss.temperature: {grid: [0.01, 0.02, 0.0333, 0.05, 0.1, 1.0]}
+  seed: {grid: [0, 1]}
+metric: {name: gap_norm, mode: min}
+resources: {cpu: 1}
+max_failures: 1
+"""

@@ -35,7 +35,7 @@ def test_temperature_spec_is_the_papers_grid() -> None:
     plan = expand(load_spec(SWEEPS / "temperature.yaml"))
     temps = sorted({t.config.model_dump()["loss"]["temperature"] for t in plan.trials})
     assert temps == pytest.approx([1 / 100, 1 / 50, 1 / 30, 1 / 20, 1 / 10, 1.0], rel=1e-2)
-    assert len(plan.trials) == 12
+    assert len(plan.trials) == 18  # six temperatures, three fine-tuning seeds
 
 
 def test_minimal_spec_uses_defaults(write_spec: Callable[..., Path]) -> None:

@@ -29,6 +29,7 @@ from orchestrator.overrides import parse_overrides
 from orchestrator.settings import MAX_TRIALS_WITHOUT_YES, Services, SubmitSettings
 
 if TYPE_CHECKING:  # importing the runner imports Ray, which only submit and resume need
+    from orchestrator.plan import Plan
     from orchestrator.run import SweepOutcome
     from orchestrator.spec import Resources
 
@@ -52,6 +53,19 @@ def validate(spec: SpecArg, overrides: Set = None, yes: Yes = False) -> None:
     with exit_codes():
         plan = library.validate(spec, parse_overrides(overrides or []), yes)
     console.print(f"{spec}: valid, sweep {plan.spec.name!r} with {len(plan.trials)} trials")
+    _say_stages(plan)
+
+
+def _trials(n: int) -> str:
+    return f"{n} trial" if n == 1 else f"{n} trials"
+
+
+def _say_stages(plan: Plan) -> None:
+    for stage in plan.stages:
+        console.print(
+            f"  after stage {stage.spec.name!r} ({_trials(len(stage.trials))}), whose best trial "
+            f"every trial of {plan.spec.name!r} starts from"
+        )
 
 
 def plan(
@@ -77,6 +91,7 @@ def plan(
         runs = {"completed": "no", "failed": "with --rerun-failed"}.get(stored, "yes")
         table.add_row(str(t.index), t.key, t.name, stored, runs)
     console.print(table)
+    _say_stages(preview.plan)
     if preview.plan.duplicates_dropped:
         console.print(f"{preview.plan.duplicates_dropped} duplicate draws were dropped")
     _say_how_gpus_are_shared(preview.plan.spec.resources)
