@@ -108,7 +108,7 @@ def _run_stage(
         raise SweepFailedError(
             f"stage {stage.spec.name}: {unfinished} of {len(outcome.trials)} trials did not "
             f"complete, so the trials of {sweep} did not start; see `orchestrator status "
-            f"{stage.spec.name}`, then submit again (or `orchestrator resume {sweep}`)"
+            f"{stage.spec.name}`, then submit the spec again (completed trials do not rerun)"
         )
 
 
