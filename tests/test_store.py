@@ -338,6 +338,20 @@ def test_a_heartbeat_that_finds_the_lease_taken_over_flags_it(store: ResultsStor
     assert store.trials("s")[0].checkpoint_path is None
 
 
+def test_the_lease_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.store import lease
+
+    monkeypatch.delenv(lease.TIMEOUT_ENV, raising=False)
+    assert lease.timeout_s() == 120.0
+    monkeypatch.setenv(lease.TIMEOUT_ENV, "4.5")
+    assert lease.timeout_s() == 4.5
+    assert lease.heartbeat_every_s(4.5) < 4.5 / 2  # at least two beats fit into the timeout
+    for bad in ("soon", "0", "-3", "nan"):
+        monkeypatch.setenv(lease.TIMEOUT_ENV, bad)
+        with pytest.raises(InputError, match="GAPSWEEP_LEASE_TIMEOUT_S"):
+            lease.timeout_s()
+
+
 def test_two_processes_opening_a_fresh_store_at_once(tmp_path: Path) -> None:
     """`orchestrator results` may open a store while `submit` is still creating it."""
     import subprocess
