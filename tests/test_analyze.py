@@ -119,7 +119,7 @@ def test_npz_files_with_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".txt", ".npy"])
-def test_labels_add_zero_shot_accuracy(tmp_path: Path, suffix: str) -> None:
+def test_labels_add_the_nearest_centroid_accuracy(tmp_path: Path, suffix: str) -> None:
     stacked = small_pairs()
     data = save_stacked(tmp_path / "pairs.npy", stacked)
     labels = np.arange(40) % 4
@@ -130,7 +130,8 @@ def test_labels_add_zero_shot_accuracy(tmp_path: Path, suffix: str) -> None:
         path.write_text("".join(f"class{k}\n" for k in labels))
     out = run_json(data, "--labels", path, "--shift", "-0.5:0.5:0.5")
     assert [p["lambda"] for p in out["shift"]] == [-0.5, 0.0, 0.5]
-    assert all(0.0 <= p["zero_shot_acc"] <= 1.0 for p in out["shift"])
+    assert all(0.0 <= p["centroid_acc"] <= 1.0 for p in out["shift"])
+    assert all("zero_shot_acc" not in p for p in out["shift"])  # no prompts, no zero-shot
 
 
 def test_sampling_is_noted_on_stderr_and_keeps_stdout_json(tmp_path: Path) -> None:

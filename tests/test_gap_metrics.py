@@ -192,7 +192,7 @@ def direct_shift_point(
         "loss": float(loss),
         "recall_at_1_a2b": float(np.mean(np.argmax(logits, axis=1) == index)),
         "recall_at_1_b2a": float(np.mean(np.argmax(logits, axis=0) == index)),
-        "zero_shot_acc": float(np.mean(predicted == labels)),
+        "centroid_acc": float(np.mean(predicted == labels)),  # nearest class mean, no prompts
     }
 
 

@@ -37,6 +37,8 @@ class AnalyzeRequest:
     seed: int = 0
     landscape: bool = False
     temperatures: str = DEFAULT_LANDSCAPE_TEMPERATURES
+    class_prompts: Path | None = None  # (K, d): row k the b-side embedding of class k's prompt
+    direction_from: Path | None = None  # a (2, N, d) file whose gap direction the shift follows
 
 
 @dataclass(frozen=True)
@@ -240,3 +242,38 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
     if not values or not all(math.isfinite(v) and v > 0 for v in values) or len(values) > 20:
         raise InputError(hint + " (at most 20)")
     return values
+
+
+def load_class_prompts(
+    path: Path, dim: int, labels: npt.NDArray[np.generic] | None
+) -> npt.NDArray[np.float64]:
+    """(K, d) prompt embeddings, one per class; the labels must be class numbers below K."""
+    prompts = read_array(path, None)
+    where = f"--class-prompts {path}"
+    if prompts.ndim != 2 or prompts.shape[1] != dim:
+        raise InputError(f"{where}: shape {prompts.shape}; expected (classes, {dim})")
+    if labels is None:
+        raise InputError(f"{where}: needs --labels, the class number of each pair")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise InputError(f"{where}: --labels must be class numbers 0..{prompts.shape[0] - 1}")
+    if int(labels.max()) >= prompts.shape[0]:
+        raise InputError(
+            f"{where}: {prompts.shape[0]} prompts, but --labels has class {int(labels.max())}"
+        )
+    return np.asarray(prompts, dtype=np.float64)
+
+
+def direction_of(path: Path, dim: int) -> npt.NDArray[np.float64]:
+    """The unit gap direction (centroid a minus centroid b, rows normalised) of a (2, N, d)
+    file: another data set's gap to shift these embeddings along, as the paper shifts SVHN
+    and FairFace along MSCOCO's."""
+    a, b = load_pairs((path,), None)
+    if a.shape[1] != dim:
+        raise InputError(f"--direction-from {path}: {a.shape[1]}-d embeddings, not {dim}-d")
+    ua = a / np.linalg.norm(a, axis=1, keepdims=True)
+    ub = b / np.linalg.norm(b, axis=1, keepdims=True)
+    gap = ua.mean(axis=0) - ub.mean(axis=0)
+    norm = float(np.linalg.norm(gap))
+    if not norm > 0:
+        raise InputError(f"--direction-from {path}: its two modalities have no gap to follow")
+    return np.asarray(gap / norm, dtype=np.float64)

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 from orchestrator.analyze.inputs import (
     AnalyzeRequest,
     PairedEmbeddings,
+    direction_of,
+    load_class_prompts,
     load_labels,
     load_pairs,
     option_problems,
@@ -35,6 +37,15 @@ def run(request: AnalyzeRequest) -> Analysis:
     if problems or names is None or lambdas is None or arrays is None or temperatures is None:
         raise InputError(problems)
     labels = None if request.labels is None else load_labels(request.labels, arrays[0].shape[0])
+    dim = arrays[0].shape[1]
+    prompts = (
+        None
+        if request.class_prompts is None
+        else load_class_prompts(request.class_prompts, dim, labels)
+    )
+    direction = (
+        None if request.direction_from is None else direction_of(request.direction_from, dim)
+    )
     data = PairedEmbeddings(arrays[0], arrays[1], names, labels)
     try:
         report = gap_report(
@@ -47,6 +58,8 @@ def run(request: AnalyzeRequest) -> Analysis:
             seed=request.seed,
             names=names,
             landscape_temperatures=temperatures if request.landscape else (),
+            prompts=prompts,
+            direction=direction,
         )
     except DataError as exc:
         raise InputError(str(exc).splitlines()) from exc

@@ -105,8 +105,12 @@ def _shift_table(analysis: Analysis) -> Table:
     name_a, name_b = (escape(name) for name in analysis.data.names)
     table = Table(title=f"Gap shift: {name_a} by -λ/2·g, {name_b} by +λ/2·g, renormalised")
     columns = ["λ", "gap_norm", "loss", f"R@1 {name_a}→{name_b}", f"R@1 {name_b}→{name_a}"]
-    with_labels = analysis.data.labels is not None
-    for column in [*columns, "zero-shot acc"] if with_labels else columns:
+    first = analysis.report.shift[0]
+    if first.centroid_acc is not None:
+        columns.append("centroid acc")
+    if first.zero_shot_acc is not None:
+        columns.append("zero-shot acc")
+    for column in columns:
         table.add_column(column, justify="right")
     for point in analysis.report.shift:
         cells = [
@@ -116,8 +120,7 @@ def _shift_table(analysis: Analysis) -> Table:
             point.recall_at_1_a2b,
             point.recall_at_1_b2a,
         ]
-        if point.zero_shot_acc is not None:
-            cells.append(point.zero_shot_acc)
+        cells += [v for v in (point.centroid_acc, point.zero_shot_acc) if v is not None]
         table.add_row(
             *(f"{value:+.2f}" if k == 0 else f"{value:.4f}" for k, value in enumerate(cells))
         )

@@ -35,8 +35,8 @@ def analyze(
         Path | None,
         typer.Option(
             "--labels",
-            help="one class id per pair (.npy, or text with one per line): adds zero-shot "
-            "accuracy to the shift curve",
+            help="one class id per pair (.npy, or text with one per line): adds the "
+            "nearest-class-centroid accuracy to the shift curve",
         ),
     ] = None,
     json_output: Annotated[
@@ -77,6 +77,21 @@ def analyze(
     temperatures: Annotated[
         str, typer.Option("--temperatures", help="temperatures of the landscape, e.g. 0.01,0.1,1")
     ] = DEFAULT_LANDSCAPE_TEMPERATURES,
+    class_prompts: Annotated[
+        Path | None,
+        typer.Option(
+            "--class-prompts",
+            help="(K, d) .npy: row k the text-side embedding of class k's prompt; with --labels "
+            "(class numbers), adds CLIP's zero-shot accuracy to the shift curve",
+        ),
+    ] = None,
+    direction_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--direction-from",
+            help="a (2, N, d) .npy of another data set: shift along its gap direction",
+        ),
+    ] = None,
 ) -> None:
     """Measure the modality gap of paired embeddings computed elsewhere."""
     request = AnalyzeRequest(
@@ -91,6 +106,8 @@ def analyze(
         seed=seed,
         landscape=landscape,
         temperatures=temperatures,
+        class_prompts=class_prompts,
+        direction_from=direction_from,
     )
     from orchestrator.analyze.measure import run
     from orchestrator.analyze.output import json_text, print_tables, sampling_note

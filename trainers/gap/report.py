@@ -109,12 +109,16 @@ def gap_report(
     names: tuple[str, str] = ("a", "b"),
     chunk_rows: int | None = None,
     landscape_temperatures: tuple[float, ...] = (),
+    prompts: npt.NDArray[np.float64] | None = None,
+    direction: npt.NDArray[np.float64] | None = None,
 ) -> GapReport:
     """Every metric of METRIC_NAMES and the shift curve over `lambdas`.
 
-    `a` and `b` may be memory maps larger than RAM. `labels` (one class per pair) add zero-shot
-    accuracy to the shift curve; the sample (when N > max_pairs) is drawn with `seed`, which
-    also fixes the train/test split of `linear_separability`.
+    `a` and `b` may be memory maps larger than RAM. `labels` (one class per pair) add the
+    nearest-centroid accuracy to the shift curve, `prompts` (row k: class k's prompt, on b's
+    side) CLIP's zero-shot accuracy; `direction` shifts along another data set's gap. The
+    sample (when N > max_pairs) is drawn with `seed`, which also fixes the train/test split of
+    `linear_separability`.
     """
     if max_pairs < 2:
         raise DataError(f"max_pairs must be at least 2, got {max_pairs}")
@@ -126,9 +130,17 @@ def gap_report(
     picked = sample_indices(acc.count, max_pairs, seed)
     x, y, sample_labels = _analysis_set(a, b, labels, picked, names)
     metrics = acc.result() | _sampled_metrics(x, y, seed)
-    direction = gap_direction(acc.centroid_a, acc.centroid_b)
+    if direction is None:
+        direction = gap_direction(acc.centroid_a, acc.centroid_b)
+    unit_prompts = None if prompts is None else normalised(as_numpy(prompts), "class prompts")
     curve = shift_curve(
-        x, y, lambdas=lambdas, temperature=temperature, direction=direction, labels=sample_labels
+        x,
+        y,
+        lambdas=lambdas,
+        temperature=temperature,
+        direction=direction,
+        labels=sample_labels,
+        prompts=unit_prompts,
     )
     landscape = loss_landscape(x, y, lambdas, landscape_temperatures, direction)
     intervals = bootstrap_intervals(x, y, seed)

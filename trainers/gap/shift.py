@@ -25,13 +25,16 @@ DEFAULT_TEMPERATURE = 0.01
 
 @dataclass(frozen=True)
 class ShiftPoint:
-    """The gap shift curve at one λ. `zero_shot_acc` is None when no labels were given."""
+    """The gap shift curve at one λ. With class labels, `centroid_acc`: the share of rows of a
+    whose nearest class mean of b (after the shift) is their class; with class prompts too,
+    `zero_shot_acc`: the share whose nearest prompt is, CLIP's zero-shot. None without them."""
 
     lam: float
     gap_norm: float
     loss: float
     recall_at_1_a2b: float
     recall_at_1_b2a: float
+    centroid_acc: float | None = None
     zero_shot_acc: float | None = None
 
     def to_dict(self) -> dict[str, float]:
@@ -42,6 +45,8 @@ class ShiftPoint:
             "recall_at_1_a2b": self.recall_at_1_a2b,
             "recall_at_1_b2a": self.recall_at_1_b2a,
         }
+        if self.centroid_acc is not None:
+            out["centroid_acc"] = self.centroid_acc
         if self.zero_shot_acc is not None:
             out["zero_shot_acc"] = self.zero_shot_acc
         return out
@@ -74,12 +79,14 @@ def shift_curve(
     temperature: float = DEFAULT_TEMPERATURE,
     direction: F64 | None = None,
     labels: npt.NDArray[np.generic] | None = None,
+    prompts: F64 | None = None,
 ) -> tuple[ShiftPoint, ...]:
     """The shift curve of matched unit rows `x`, `y` (shape (N, d)), one point per λ.
 
     `direction` defaults to the gap direction of `x` and `y` themselves; pass the one of the
-    full data when `x`, `y` are a sample. `labels` (one class per pair) enable zero-shot
-    accuracy with class prototypes = the normalised mean of modality b's rows of each class.
+    full data when `x`, `y` are a sample, or another data set's. `labels` (one class per pair)
+    add `centroid_acc`, and `prompts` (unit rows, row k the prompt of class k, on b's side: they
+    move with b) add `zero_shot_acc`; labels are then class numbers 0..K-1.
     """
     if temperature <= 0:
         raise DataError(f"temperature must be positive, got {temperature}")
@@ -90,14 +97,23 @@ def shift_curve(
     points = []
     for k, lam in enumerate(lambdas):
         x_new, y_new = shift_pairs(x, y, lam, g)
-        accuracy = None if labels is None else zero_shot_accuracy(x_new, y_new, labels)
+        centroid = None if labels is None else centroid_accuracy(x_new, y_new, labels)
+        zero_shot = None
+        if prompts is not None and labels is not None:
+            _, moved = shift_pairs(prompts, prompts, lam, g)
+            zero_shot = float(np.mean(np.argmax(x_new @ moved.T, axis=1) == labels))
         gap = float(np.linalg.norm(x_new.mean(axis=0) - y_new.mean(axis=0)))
-        points.append(ShiftPoint(float(lam), gap, *contrast[k], zero_shot_acc=accuracy))
+        points.append(
+            ShiftPoint(
+                float(lam), gap, *contrast[k], centroid_acc=centroid, zero_shot_acc=zero_shot
+            )
+        )
     return tuple(points)
 
 
-def zero_shot_accuracy(x: F64, y: F64, labels: npt.NDArray[np.generic]) -> float:
-    """Share of rows of `x` whose nearest class prototype (mean of `y` per class) is their class."""
+def centroid_accuracy(x: F64, y: F64, labels: npt.NDArray[np.generic]) -> float:
+    """Share of rows of `x` whose nearest class prototype (mean of `y` per class) is their class:
+    a nearest-centroid classifier, not zero-shot (no prompts)."""
     classes, index = np.unique(np.asarray(labels), return_inverse=True)
     prototypes = np.zeros((classes.size, y.shape[1]))
     np.add.at(prototypes, index, y)
