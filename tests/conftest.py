@@ -56,3 +56,24 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def results_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A results store URL for the CLI (ORCHESTRATOR_RESULTS_DB): a SQLite file in the test's
+    folder, or a new database of the real PostgreSQL server. Its schema is made here, so that a
+    test polling it never migrates it under a driver."""
+    from orchestrator.store.repository import ResultsStore
+    from orchestrator.store.testing import temporary_postgres_database
+    from tests.helpers import missing_postgres
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'results.db'}"
+        ResultsStore(url).close()
+        yield url
+        return
+    if why := missing_postgres():
+        pytest.skip(why)
+    with temporary_postgres_database() as url:
+        ResultsStore(url).close()
+        yield url

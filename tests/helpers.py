@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator.store.views import TrialView
+
 ORCHESTRATOR = str(Path(sys.executable).with_name("orchestrator"))
 SERVICE_ENV = ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ORCHESTRATOR_RESULTS_DB")
 
@@ -225,3 +227,27 @@ def missing_postgres() -> str | None:
 
 _POSTGRES_MISSING = missing_postgres()  # asked once: each call may wait on a connection
 NEEDS_POSTGRES = pytest.mark.skipif(_POSTGRES_MISSING is not None, reason=_POSTGRES_MISSING or "")
+
+
+def store_url(results_db: str | Path) -> str:
+    """A results store URL, or a working folder whose results.db (the CLI's default) is meant."""
+    return f"sqlite:///{results_db / 'results.db'}" if isinstance(results_db, Path) else results_db
+
+
+def stored(results_db: str | Path, sweep: str) -> list[TrialView]:
+    """The sweep's trials as stored (none yet: an empty list; a missing SQLite file is not made)."""
+    from orchestrator.store.repository import ResultsStore, missing_sqlite_file
+
+    url = store_url(results_db)
+    if missing_sqlite_file(url):
+        return []
+    with ResultsStore(url) as store:
+        return store.trials(sweep) if store.get_sweep(sweep) else []
+
+
+def sql_steps(results_db: str | Path, sweep: str, key: str, metric: str = "gap_norm") -> list[int]:
+    """The steps of one trial's metric series in the results store, in order, repeats kept."""
+    from orchestrator.store.repository import ResultsStore
+
+    with ResultsStore(store_url(results_db)) as store:
+        return [step for step, _ in store.metric_series(sweep, key, metric)]

@@ -1,12 +1,12 @@
 """The fault matrix: each test injects its fault for real into a real sweep (local Ray, MLflow
-SQLite store, SQLite results store) and checks that nothing is lost or recorded twice."""
+SQLite store, and the results store in a SQLite file and in a database of the real PostgreSQL
+server) and checks that nothing is lost or recorded twice."""
 
 from __future__ import annotations
 
 import copy
 import errno
 import signal
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,14 +16,14 @@ import pytest
 
 from orchestrator.plan import expand
 from orchestrator.spec import load_spec
-from orchestrator.store.repository import ResultsStore
-from orchestrator.store.views import TrialView
 from tests.conftest import TINY_BASE
 from tests.helpers import (
     kill_session,
     mlflow_runs,
     orchestrator,
+    sql_steps,
     start_orchestrator,
+    stored,
     wait_for,
     write_spec,
 )
@@ -50,61 +50,57 @@ TWO_EPOCHS = {"optim": {"epochs": 2}}  # 8 steps, reported every 2
 LONG = {"data": {"n_train": 256}, "optim": {"epochs": 24}, "eval": {"every_steps": 16}}
 
 
-def stored(workdir: Path, sweep: str) -> list[TrialView]:
-    if not (workdir / "results.db").exists():
-        return []
-    store = ResultsStore(f"sqlite:///{workdir / 'results.db'}")
-    try:
-        return store.trials(sweep) if store.get_sweep(sweep) else []
-    finally:
-        store.close()
-
-
-def sql_steps(workdir: Path, key: str, metric: str = "gap_norm") -> list[int]:
-    with sqlite3.connect(workdir / "results.db") as db:
-        rows = db.execute(
-            "SELECT m.step FROM metrics m JOIN trials t ON t.id = m.trial_id "
-            "WHERE t.key = ? AND m.name = ? ORDER BY m.step",
-            (key, metric),
-        ).fetchall()
-    return [int(r[0]) for r in rows]
-
-
-def assert_recorded_once(workdir: Path, sweep: str, expected_steps: list[int]) -> None:
+def assert_recorded_once(
+    workdir: Path, results_db: str, sweep: str, expected_steps: list[int]
+) -> None:
     """One row, one MLflow child run and one value per step for every trial."""
-    trials = stored(workdir, sweep)
+    trials = stored(results_db, sweep)
     client, runs = mlflow_runs(f"sqlite:///{workdir / 'mlflow.db'}", sweep)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == len(trials)
     assert {r.info.run_id for r in children} == {t.mlflow_run_id for t in trials}
     for t in trials:
-        assert sql_steps(workdir, t.key) == expected_steps, t.name
+        assert sql_steps(results_db, sweep, t.key) == expected_steps, t.name
         history = client.get_metric_history(t.mlflow_run_id, "gap_norm")
         assert sorted(m.step for m in history) == expected_steps, t.name
 
 
-def test_a_trial_that_raises_is_retried_from_its_checkpoint(tmp_path: Path) -> None:
+def test_a_trial_that_raises_is_retried_from_its_checkpoint(
+    tmp_path: Path, results_db: str
+) -> None:
     write_spec(tmp_path / "s.yaml", spec("raise-once", max_failures=1, base=TWO_EPOCHS))
-    result = orchestrator("submit", "s.yaml", cwd=tmp_path, GAPSWEEP_INJECT_FAULT="*@6")
+    result = orchestrator(
+        "submit",
+        "s.yaml",
+        cwd=tmp_path,
+        ORCHESTRATOR_RESULTS_DB=results_db,
+        GAPSWEEP_INJECT_FAULT="*@6",
+    )
     assert result.returncode == 0, result.stderr
-    trials = stored(tmp_path, "raise-once")
+    trials = stored(results_db, "raise-once")
     assert [(t.status, t.attempts, t.resumed_from_step) for t in trials] == [
         ("completed", 2, 4),
         ("completed", 2, 4),
     ]
-    assert_recorded_once(tmp_path, "raise-once", [0, 2, 4, 6, 8])
+    assert_recorded_once(tmp_path, results_db, "raise-once", [0, 2, 4, 6, 8])
 
 
-def test_a_trial_that_keeps_raising_fails_and_the_others_finish(tmp_path: Path) -> None:
+def test_a_trial_that_keeps_raising_fails_and_the_others_finish(
+    tmp_path: Path, results_db: str
+) -> None:
     path = write_spec(tmp_path / "s.yaml", spec("raise-always", max_failures=1, base=TWO_EPOCHS))
     doomed = expand(load_spec(path)).trials[0]
     result = orchestrator(
-        "submit", "s.yaml", cwd=tmp_path, GAPSWEEP_INJECT_FAULT=f"{doomed.key}@4!"
+        "submit",
+        "s.yaml",
+        cwd=tmp_path,
+        ORCHESTRATOR_RESULTS_DB=results_db,
+        GAPSWEEP_INJECT_FAULT=f"{doomed.key}@4!",
     )
     assert result.returncode == 1
     assert "1 of 2 trials failed" in result.stderr
     assert "injected fault at step 4" in result.stderr
-    failed, other = stored(tmp_path, "raise-always")
+    failed, other = stored(results_db, "raise-always")
     assert (failed.key, failed.status, failed.attempts) == (doomed.key, "failed", 2)
     assert failed.error == "RuntimeError: injected fault at step 4"
     assert other.status == "completed"
@@ -114,13 +110,13 @@ def test_a_trial_that_keeps_raising_fails_and_the_others_finish(tmp_path: Path) 
     assert run.data.tags["gapsweep.error"] == failed.error
 
 
-def test_a_non_finite_loss_fails_the_trial_at_once(tmp_path: Path) -> None:
+def test_a_non_finite_loss_fails_the_trial_at_once(tmp_path: Path, results_db: str) -> None:
     # tau = 1e-45 makes 1/tau overflow float32: the first training step's loss is not finite.
     nan_spec = spec("nan", seeds=1, max_failures=2, base={"loss": {"temperature": 1e-45}})
     write_spec(tmp_path / "s.yaml", nan_spec)
-    result = orchestrator("submit", "s.yaml", cwd=tmp_path)
+    result = orchestrator("submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db)
     assert result.returncode == 1
-    (trial,) = stored(tmp_path, "nan")
+    (trial,) = stored(results_db, "nan")
     assert (trial.status, trial.attempts) == ("failed", 1)  # not retried: it would diverge again
     assert trial.error == "non-finite loss at step 1"
 
@@ -139,30 +135,32 @@ def test_unreachable_services_are_reported_before_anything_starts(tmp_path: Path
     assert not (tmp_path / "runs").exists()  # no trial was started
 
 
-def test_a_second_submit_of_a_running_sweep_is_refused(tmp_path: Path) -> None:
+def test_a_second_submit_of_a_running_sweep_is_refused(tmp_path: Path, results_db: str) -> None:
     write_spec(tmp_path / "s.yaml", spec("busy", base=LONG))
-    first = start_orchestrator("submit", "s.yaml", cwd=tmp_path)
+    first = start_orchestrator("submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db)
     try:
         wait_for(
-            lambda: any(t.status == "running" for t in stored(tmp_path, "busy")),
+            lambda: any(t.status == "running" for t in stored(results_db, "busy")),
             240,
             "the first submit to start a trial",
         )
-        second = orchestrator("submit", "s.yaml", cwd=tmp_path)
+        second = orchestrator("submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db)
         assert second.returncode == 1
         assert "already being run by process" in second.stderr
         assert first.wait(timeout=600) == 0
     finally:
         kill_session(first.pid)
-    assert [(t.status, t.attempts) for t in stored(tmp_path, "busy")] == [("completed", 1)] * 2
+    assert [(t.status, t.attempts) for t in stored(results_db, "busy")] == [("completed", 1)] * 2
 
 
-def test_a_killed_driver_is_resumed_by_submitting_again(tmp_path: Path) -> None:
+def test_a_killed_driver_is_resumed_by_submitting_again(tmp_path: Path, results_db: str) -> None:
     write_spec(tmp_path / "s.yaml", spec("killed", base=LONG))
-    driver = start_orchestrator("submit", "s.yaml", cwd=tmp_path)
+    driver = start_orchestrator(
+        "submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db
+    )
     try:
         wait_for(
-            lambda: any((t.last_step or 0) >= 32 for t in stored(tmp_path, "killed")),
+            lambda: any((t.last_step or 0) >= 32 for t in stored(results_db, "killed")),
             300,
             "a trial to pass step 32",
         )
@@ -173,27 +171,29 @@ def test_a_killed_driver_is_resumed_by_submitting_again(tmp_path: Path) -> None:
     # last checkpoint it knows one report behind its last step: read the step from the state.
     interrupted = {
         t.key: None if t.checkpoint_path is None else load_state(Path(t.checkpoint_path)).step
-        for t in stored(tmp_path, "killed")
+        for t in stored(results_db, "killed")
         if t.status == "running"
     }
     assert any(interrupted.values())
-    result = orchestrator("submit", "s.yaml", cwd=tmp_path)
+    result = orchestrator("submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db)
     assert result.returncode == 0, result.stderr
-    for t in stored(tmp_path, "killed"):
+    for t in stored(results_db, "killed"):
         assert t.status == "completed"
         if t.key in interrupted:
             assert t.attempts == 2
             # It went on from the last checkpoint the store knew of, not from scratch.
             assert t.resumed_from_step == interrupted[t.key]
-    assert_recorded_once(tmp_path, "killed", list(range(0, 385, 16)))
+    assert_recorded_once(tmp_path, results_db, "killed", list(range(0, 385, 16)))
 
 
-def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path: Path) -> None:
+def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path: Path, results_db: str) -> None:
     write_spec(tmp_path / "s.yaml", spec("interrupted", base=LONG))
-    driver = start_orchestrator("submit", "s.yaml", cwd=tmp_path)
+    driver = start_orchestrator(
+        "submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db
+    )
     try:
         wait_for(
-            lambda: any((t.last_step or 0) >= 16 for t in stored(tmp_path, "interrupted")),
+            lambda: any((t.last_step or 0) >= 16 for t in stored(results_db, "interrupted")),
             300,
             "a trial to pass step 16",
         )
@@ -203,11 +203,11 @@ def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path: Path) -> None:
         kill_session(driver.pid)
     assert driver.returncode == 1
     assert "orchestrator resume interrupted" in stderr
-    assert {t.status for t in stored(tmp_path, "interrupted")} <= {"stopped", "completed"}
-    result = orchestrator("resume", "interrupted", cwd=tmp_path)
+    assert {t.status for t in stored(results_db, "interrupted")} <= {"stopped", "completed"}
+    result = orchestrator("resume", "interrupted", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db)
     assert result.returncode == 0, result.stderr
-    assert [t.status for t in stored(tmp_path, "interrupted")] == ["completed"] * 2
-    assert_recorded_once(tmp_path, "interrupted", list(range(0, 385, 16)))
+    assert [t.status for t in stored(results_db, "interrupted")] == ["completed"] * 2
+    assert_recorded_once(tmp_path, results_db, "interrupted", list(range(0, 385, 16)))
 
 
 @pytest.fixture
@@ -241,14 +241,16 @@ def fill_up(folder: Path) -> Path:
 
 
 def test_a_full_disk_fails_the_trial_and_keeps_its_checkpoints(
-    tmp_path: Path, small_disk: Path
+    tmp_path: Path, small_disk: Path, results_db: str
 ) -> None:
     write_spec(tmp_path / "s.yaml", spec("full", seeds=1, base=LONG))
     storage = str(small_disk / "runs")
-    driver = start_orchestrator("submit", "s.yaml", "--storage", storage, cwd=tmp_path)
+    driver = start_orchestrator(
+        "submit", "s.yaml", "--storage", storage, cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db
+    )
     try:
         wait_for(
-            lambda: any(t.checkpoint_path for t in stored(tmp_path, "full")),
+            lambda: any(t.checkpoint_path for t in stored(results_db, "full")),
             300,
             "a first checkpoint",
         )
@@ -256,7 +258,7 @@ def test_a_full_disk_fails_the_trial_and_keeps_its_checkpoints(
         _, stderr = driver.communicate(timeout=600)
     finally:
         kill_session(driver.pid)
-    (trial,) = stored(tmp_path, "full")
+    (trial,) = stored(results_db, "full")
     assert driver.returncode == 1, stderr
     assert trial.status == "failed"
     assert "No space left on device" in (trial.error or ""), trial.error
@@ -264,7 +266,15 @@ def test_a_full_disk_fails_the_trial_and_keeps_its_checkpoints(
     assert trial.checkpoint_path is not None
     assert load_state(Path(trial.checkpoint_path)).step == trial.last_step
     filler.unlink()
-    again = orchestrator("submit", "s.yaml", "--storage", storage, "--rerun-failed", cwd=tmp_path)
+    again = orchestrator(
+        "submit",
+        "s.yaml",
+        "--storage",
+        storage,
+        "--rerun-failed",
+        cwd=tmp_path,
+        ORCHESTRATOR_RESULTS_DB=results_db,
+    )
     assert again.returncode == 0, again.stderr
-    (trial,) = stored(tmp_path, "full")
+    (trial,) = stored(results_db, "full")
     assert trial.status == "completed" and trial.resumed_from_step is not None

@@ -14,10 +14,17 @@ from typing import Any
 
 import pytest
 
-from orchestrator.store.repository import ResultsStore
 from orchestrator.store.views import TrialView
 from tests.conftest import TINY_BASE
-from tests.helpers import kill_session, mlflow_runs, orchestrator, start_orchestrator, write_spec
+from tests.helpers import (
+    kill_session,
+    mlflow_runs,
+    orchestrator,
+    sql_steps,
+    start_orchestrator,
+    stored,
+    write_spec,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,19 +40,6 @@ def spec(name: str, seeds: int) -> dict[str, Any]:
         "parameters": {"seed": {"grid": list(range(seeds))}},
         "metric": {"name": "gap_norm", "mode": "min"},
     }
-
-
-def stored(workdir: Path, sweep: str) -> list[TrialView]:
-    """The sweep's trials in workdir's results store (none yet: an empty list)."""
-    if not (workdir / "results.db").exists():
-        return []
-    with ResultsStore(f"sqlite:///{workdir / 'results.db'}") as store:
-        return store.trials(sweep) if store.get_sweep(sweep) else []
-
-
-def sql_steps(workdir: Path, sweep: str, key: str) -> list[int]:
-    with ResultsStore(f"sqlite:///{workdir / 'results.db'}") as store:
-        return [step for step, _ in store.metric_series(sweep, key, "gap_norm")]
 
 
 def killed_at(point: str, workdir: Path) -> None:

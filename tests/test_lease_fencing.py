@@ -10,23 +10,20 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
-from orchestrator.store.repository import ResultsStore, missing_sqlite_file
-from orchestrator.store.testing import temporary_postgres_database
-from orchestrator.store.views import TrialView
+from orchestrator.store.repository import ResultsStore
 from tests.conftest import TINY_BASE
 from tests.helpers import (
     kill_session,
-    missing_postgres,
     mlflow_runs,
     orchestrator,
     start_orchestrator,
+    stored,
     wait_for,
     write_spec,
 )
@@ -54,28 +51,6 @@ def spec(name: str) -> dict[str, Any]:
 
 def sqlite_url(workdir: Path) -> str:
     return f"sqlite:///{workdir / 'results.db'}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def results_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The results store the drivers are given (ORCHESTRATOR_RESULTS_DB): a SQLite file, or a
-    new database of the real PostgreSQL server; its schema made here, before any driver."""
-    if request.param == "sqlite":
-        ResultsStore(sqlite_url(tmp_path)).close()
-        yield sqlite_url(tmp_path)
-        return
-    if why := missing_postgres():
-        pytest.skip(why)
-    with temporary_postgres_database() as url:
-        ResultsStore(url).close()
-        yield url
-
-
-def stored(url: str, sweep: str) -> list[TrialView]:
-    if missing_sqlite_file(url):
-        return []
-    with ResultsStore(url) as store:
-        return store.trials(sweep) if store.get_sweep(sweep) else []
 
 
 def assert_recorded_once(workdir: Path, url: str, sweep: str) -> None:

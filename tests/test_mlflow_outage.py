@@ -15,12 +15,13 @@ from tests.helpers import (
     kill_session,
     mlflow_runs,
     orchestrator,
+    sql_steps,
     start_orchestrator,
     started_mlflow_server,
+    stored,
     wait_for,
     write_spec,
 )
-from tests.test_kill_windows import sql_steps, stored
 
 pytestmark = pytest.mark.slow
 
