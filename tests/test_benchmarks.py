@@ -61,7 +61,7 @@ def test_the_figures_replace_only_their_own_section() -> None:
 @pytest.mark.parametrize(
     ("spec", "trials"),
     [
-        (scaling.sweep_spec(1, 4.0, tiny=False), 12),  # 6 temperatures x 2 seeds
+        (scaling.sweep_spec(1, 4.0, tiny=False), 18),  # 6 temperatures x 3 seeds, no stage
         (scaling.sweep_spec(2, None, tiny=True), 2),  # 2 temperatures
         (yaml.safe_load(sweep_overhead.write_spec_text(sweep_overhead.WORKLOAD, 8)), 8),
     ],
