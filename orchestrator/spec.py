@@ -28,15 +28,12 @@ from pydantic import (
 
 from orchestrator.errors import SpecError
 from orchestrator.overrides import override_problems, set_paths, with_overrides
+from orchestrator.spec_file import parse_spec_yaml, read_spec_text
 from orchestrator.trainer_registry import TRAINERS, config_paths
 
 DOMAIN_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 # A leading letter or digit keeps `.`, `..` and option-like names out: the name becomes a folder.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-# Limits checked before any work is done on a spec: its file size and its YAML aliases (a few
-# hundred bytes of nested aliases expand to billions of values: the "billion laughs").
-MAX_SPEC_BYTES = 1_000_000
-MAX_YAML_ALIASES = 32
 INT64_MAX = 2**63 - 1
 
 
@@ -190,12 +187,12 @@ class LoadedSpec:
 def load_spec(path: Path, overrides: Mapping[str, Any] | None = None) -> LoadedSpec:
     """Read, parse and validate a spec file with `--set` overrides of its base settings;
     every problem found is raised at once."""
-    return load_spec_text(_read_text(path), path, overrides)
+    return load_spec_text(read_spec_text(path), path, overrides)
 
 
 def load_spec_text(text: str, path: Path, overrides: Mapping[str, Any] | None = None) -> LoadedSpec:
     """Parse and validate spec text; `path` names its source in messages."""
-    written = _parse_yaml(text, path)
+    written = parse_spec_yaml(text, path)
     refused = override_problems(written, overrides or {})
     problems = list(refused.values())
     data = with_overrides(written, {k: v for k, v in (overrides or {}).items() if k not in refused})
@@ -315,86 +312,6 @@ def _known_keys(parent: list[str]) -> list[str]:
     sections: dict[str, type[BaseModel]] = {"metric": MetricSpec, "resources": Resources}
     nested = sections.get(parent[0])
     return list(nested.model_fields) if nested else []
-
-
-def _read_text(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_SPEC_BYTES + 1)  # never more than the limit, whatever the file is
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise SpecError(f"{path}: is a directory, not a spec file") from None
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError(
-            f"{path}: larger than {MAX_SPEC_BYTES:,} bytes; a spec describes a sweep, its values "
-            "come from grids and ranges, not from a file this size"
-        )
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys instead of keeping the last one, keys that
-    are not plain values, and more than MAX_YAML_ALIASES aliases."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.aliases = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            self.aliases += 1
-            if self.aliases > MAX_YAML_ALIASES:
-                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                raise yaml.composer.ComposerError(
-                    None, None, f"more than {MAX_YAML_ALIASES} aliases (*name) in one spec", mark
-                )
-        return super().compose_node(parent, index)
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if not isinstance(key, str | int | float | bool) and key is not None:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a key must be a plain value, not a {type(key).__name__}", mark
-            )
-        if key in seen:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", mark)
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_unique_mapping,
-)
-
-
-def _parse_yaml(text: str, path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line
-        raise SpecError(f"{path}: invalid YAML: {where}{problem}") from None
-    except RecursionError:
-        raise SpecError(f"{path}: invalid YAML: nested too deeply") from None
-    if not isinstance(data, dict):
-        got = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise SpecError(
-            f"{path}: a spec is a mapping of keys (name, base, parameters, ...), got {got}"
-        )
-    return data
 
 
 def _check_base(trainer: str, base: dict[str, Any], path: Path) -> list[str]:

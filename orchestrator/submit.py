@@ -45,7 +45,8 @@ def preview(
 ) -> PlanPreview:
     """The plan and what a submit would do with each trial; refuses warm starts whose source
     has not completed, as submit would."""
-    from orchestrator.store.repository import ResultsStore, missing_sqlite_file
+    from orchestrator.store.engine import missing_sqlite_file
+    from orchestrator.store.repository import ResultsStore
     from orchestrator.warm_start import has_warm_starts, resolve_warm_starts
 
     plan = validate(path, overrides, yes)
@@ -114,7 +115,8 @@ def _run_stage(
 
 def _stored(sweep: str, settings: SubmitSettings) -> bool:
     """Whether the sweep got as far as the store (a run refused before has no report)."""
-    from orchestrator.store.repository import ResultsStore, missing_sqlite_file
+    from orchestrator.store.engine import missing_sqlite_file
+    from orchestrator.store.repository import ResultsStore
 
     results_db = settings.services.results_db
     if missing_sqlite_file(results_db):

@@ -236,7 +236,8 @@ def store_url(results_db: str | Path) -> str:
 
 def stored(results_db: str | Path, sweep: str) -> list[TrialView]:
     """The sweep's trials as stored (none yet: an empty list; a missing SQLite file is not made)."""
-    from orchestrator.store.repository import ResultsStore, missing_sqlite_file
+    from orchestrator.store.engine import missing_sqlite_file
+    from orchestrator.store.repository import ResultsStore
 
     url = store_url(results_db)
     if missing_sqlite_file(url):

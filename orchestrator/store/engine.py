@@ -7,9 +7,12 @@ that died while idle (a PostgreSQL restart) is replaced without an error."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
@@ -44,6 +47,12 @@ def mask_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparseable URL>"
+
+
+def missing_sqlite_file(url: str) -> bool:
+    """Whether `url` names a SQLite file that does not exist (opening it would create it)."""
+    prefix = "sqlite:///"
+    return url.startswith(prefix) and not Path(url[len(prefix) :]).exists()
 
 
 def make_engine(url: str) -> Engine:
@@ -97,3 +106,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+# The pauses between tries of a call that met a transient failure (engine.TRANSIENT): about
+# 8 s in all, then its ServiceError goes to the caller.
+RETRY_PAUSES_S = (0.1, 0.3, 1.0, 2.0, 4.0)
+
+
+def retried(call: Callable[P, R]) -> Callable[P, R]:
+    """Run a store call again, in a new transaction, after a transient failure. A refused or
+    rolled-back transaction wrote nothing; only a commit whose acknowledgement was lost may be
+    applied twice, which every write absorbs except `mark_running`'s attempt count."""
+
+    @functools.wraps(call)
+    def tried(*args: P.args, **kwargs: P.kwargs) -> R:
+        for pause in RETRY_PAUSES_S:
+            try:
+                return call(*args, **kwargs)
+            except TransientStoreError:
+                time.sleep(pause)
+        return call(*args, **kwargs)
+
+    return tried

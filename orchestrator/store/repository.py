@@ -12,14 +12,11 @@ it is refused with `LeaseLostError`, writing nothing, once another driver took t
 
 from __future__ import annotations
 
-import functools
 import math
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import OperationalError
@@ -28,11 +25,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator.errors import InputError, ServiceError
 from orchestrator.store import lease
 from orchestrator.store.engine import (
-    TransientStoreError,
     bring_schema_to_head,
     driver_errors,
     make_engine,
     mask_url,
+    missing_sqlite_file,
+    retried,
 )
 from orchestrator.store.lease import Fence, HeartbeatThread, Holder
 from orchestrator.store.models import MetricRow, SweepRow, TrialRow, utcnow
@@ -42,32 +40,10 @@ from orchestrator.store.views import (
     NewTrial,
     SweepView,
     TrialView,
+    new_trial_row,
     sweep_view,
     trial_view,
 )
-
-P = ParamSpec("P")
-R = TypeVar("R")
-# The pauses between tries of a call that met a transient failure (engine.TRANSIENT): about
-# 8 s in all, then its ServiceError goes to the caller.
-RETRY_PAUSES_S = (0.1, 0.3, 1.0, 2.0, 4.0)
-
-
-def _retried(call: Callable[P, R]) -> Callable[P, R]:
-    """Run a store call again, in a new transaction, after a transient failure. A refused or
-    rolled-back transaction wrote nothing; only a commit whose acknowledgement was lost may be
-    applied twice, which every write absorbs except `mark_running`'s attempt count."""
-
-    @functools.wraps(call)
-    def tried(*args: P.args, **kwargs: P.kwargs) -> R:
-        for pause in RETRY_PAUSES_S:
-            try:
-                return call(*args, **kwargs)
-            except TransientStoreError:
-                time.sleep(pause)
-        return call(*args, **kwargs)
-
-    return tried
 
 
 class ResultsStore:
@@ -125,7 +101,7 @@ class ResultsStore:
 
     # -- sweeps -------------------------------------------------------------------------------
 
-    @_retried
+    @retried
     def upsert_sweep(
         self,
         name: str,
@@ -146,7 +122,7 @@ class ResultsStore:
             s.flush()
             return sweep_view(row)
 
-    @_retried
+    @retried
     def get_sweep(self, name: str) -> SweepView | None:
         with self._session() as s:
             row = s.scalar(select(SweepRow).where(SweepRow.name == name))
@@ -160,7 +136,7 @@ class ResultsStore:
             raise InputError(f"no sweep named {name!r} in the results store (sweeps: {known})")
         return view, self.trials(name)
 
-    @_retried
+    @retried
     def spec_text(self, name: str) -> str:
         with self._session() as s:
             text = s.scalar(select(SweepRow.spec_text).where(SweepRow.name == name))
@@ -168,7 +144,7 @@ class ResultsStore:
                 raise InputError(f"no sweep named {name!r} in the results store")
             return text
 
-    @_retried
+    @retried
     def stored_spec(self, name: str) -> tuple[str, dict[str, Any]]:
         """The spec text the sweep was last submitted with, and its `--set` overrides."""
         with self._session() as s:
@@ -179,12 +155,12 @@ class ResultsStore:
                 raise InputError(f"no sweep named {name!r} in the results store")
             return str(found[0]), dict(found[1] or {})
 
-    @_retried
+    @retried
     def list_sweeps(self) -> list[SweepView]:
         with self._session() as s:
             return [sweep_view(r) for r in s.scalars(select(SweepRow).order_by(SweepRow.id))]
 
-    @_retried
+    @retried
     def set_sweep_mlflow(self, name: str, experiment_id: str, run_id: str) -> None:
         with self._writing(name) as s:
             s.execute(
@@ -195,7 +171,7 @@ class ResultsStore:
 
     # -- the lease (lease.py) -----------------------------------------------------------------
 
-    @_retried
+    @retried
     def acquire_lease(self, sweep: str, holder: Holder, stale_after_s: float) -> Fence:
         """Take the sweep's lease (SweepBusyError while a live driver holds it); from now on
         every write of this store to the sweep is fenced by it."""
@@ -203,17 +179,17 @@ class ResultsStore:
         self._fences[sweep] = fence
         return fence
 
-    @_retried
+    @retried
     def heartbeat(self, sweep: str) -> None:
         lease.heartbeat(self._session, self._fences[sweep])
 
-    @_retried
+    @retried
     def release_lease(self, sweep: str) -> None:
         fence = self._fences.pop(sweep, None)
         if fence is not None:
             lease.release(self._session, fence)
 
-    @_retried
+    @retried
     def check_lease(self, sweep: str) -> None:
         """LeaseLostError unless this store still holds the sweep's lease: for a driver about to
         write to MLflow alone, which the store's fence cannot guard."""
@@ -236,7 +212,7 @@ class ResultsStore:
 
     # -- trials -------------------------------------------------------------------------------
 
-    @_retried
+    @retried
     def register_trials(self, sweep: str, trials: Sequence[NewTrial]) -> dict[str, str]:
         """Add the trials not yet stored as pending; return every planned key's current status."""
         with self._writing(sweep) as s:
@@ -247,14 +223,14 @@ class ResultsStore:
             for t in trials:
                 row = existing.get(t.key)
                 if row is None:
-                    s.add(_new_row(sweep_id, t))
+                    s.add(new_trial_row(sweep_id, t))
                 else:
                     row.name, row.position = t.name, t.position
             return {
                 t.key: existing[t.key].status if t.key in existing else "pending" for t in trials
             }
 
-    @_retried
+    @retried
     def mark_running(self, sweep: str, key: str, host: str | None, node_id: str | None) -> int:
         """Start a new attempt; returns its number. The series so far is kept: an attempt that
         resumes from a checkpoint continues it (see `record_metrics`)."""
@@ -277,13 +253,13 @@ class ResultsStore:
         values = {"host": host, "node_id": node_id, "resumed_from_step": resumed_from_step}
         self._update_trial(sweep, key, values)
 
-    @_retried
+    @retried
     def trial(self, sweep: str, key: str) -> TrialView:
         with self._session() as s:
             q = select(*VIEW_COLUMNS).where(TrialRow.id == self._trial_id(s, sweep, key))
             return trial_view(tuple(s.execute(q).one()))
 
-    @_retried
+    @retried
     def metrics_after(self, sweep: str, key: str, after_step: int) -> list[tuple[int, str, float]]:
         """(step, name, value) of every stored value past `after_step`, in step order."""
         with self._session() as s:
@@ -304,7 +280,7 @@ class ResultsStore:
     def set_trial_run_id(self, sweep: str, key: str, run_id: str) -> None:
         self._update_trial(sweep, key, {"mlflow_run_id": run_id})
 
-    @_retried
+    @retried
     def record_metrics(
         self,
         sweep: str,
@@ -347,7 +323,7 @@ class ResultsStore:
             values["final_metrics"], values["non_finite"] = finite, kinds or None
         self._update_trial(sweep, key, values)
 
-    @_retried
+    @retried
     def stop_unfinished(self, sweep: str, keys: Sequence[str]) -> list[str]:
         """Mark the given trials that are still running as stopped; returns their keys."""
         with self._writing(sweep) as s:
@@ -362,7 +338,7 @@ class ResultsStore:
                 row.status, row.ended_at = "stopped", utcnow()
             return [row.key for row in rows]
 
-    @_retried
+    @retried
     def trials(self, sweep: str) -> list[TrialView]:
         """Every trial of the sweep in plan order."""
         with self._session() as s:
@@ -373,7 +349,7 @@ class ResultsStore:
             )
             return [trial_view(tuple(r)) for r in s.execute(q)]
 
-    @_retried
+    @retried
     def metric_series(self, sweep: str, key: str, name: str) -> list[tuple[int, float]]:
         with self._session() as s:
             q = (
@@ -383,7 +359,7 @@ class ResultsStore:
             )
             return [(int(step), float(value)) for step, value in s.execute(q)]
 
-    @_retried
+    @retried
     def count_metric_rows(self, sweep: str) -> int:
         with self._session() as s:
             q = (
@@ -395,7 +371,7 @@ class ResultsStore:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    @_retried
+    @retried
     def _update_trial(self, sweep: str, key: str, values: dict[str, Any]) -> None:
         with self._writing(sweep) as s:
             s.execute(
@@ -420,21 +396,3 @@ class ResultsStore:
             ).one()
             self._trial_ids[(sweep, key)] = found
         return found
-
-
-def missing_sqlite_file(url: str) -> bool:
-    prefix = "sqlite:///"
-    return url.startswith(prefix) and not Path(url[len(prefix) :]).exists()
-
-
-def _new_row(sweep_id: int, t: NewTrial) -> TrialRow:
-    return TrialRow(
-        sweep_id=sweep_id,
-        key=t.key,
-        name=t.name,
-        position=t.position,
-        config=t.config,
-        varied=t.varied,
-        status="pending",
-        attempts=0,
-    )

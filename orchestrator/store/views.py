@@ -80,3 +80,17 @@ def trial_view(values: tuple[Any, ...]) -> TrialView:
     data["metrics"] = {k: v for k, v in (data["metrics"] or {}).items() if v is not None}
     data["non_finite"] = dict(data["non_finite"] or {})
     return TrialView(**data)
+
+
+def new_trial_row(sweep_id: int, t: NewTrial) -> TrialRow:
+    """A registered trial's first row: pending, no attempt yet."""
+    return TrialRow(
+        sweep_id=sweep_id,
+        key=t.key,
+        name=t.name,
+        position=t.position,
+        config=t.config,
+        varied=t.varied,
+        status="pending",
+        attempts=0,
+    )
