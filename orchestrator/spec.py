@@ -259,9 +259,12 @@ def _stage_specs(spec: SweepSpec, path: Path) -> tuple[tuple[LoadedSpec, ...], l
         }
         try:
             text = yaml.safe_dump(data, sort_keys=False)
-            loaded.append(load_spec_text(text, Path(f"{path} (stage {stage.name})")))
+            loaded.append(load_spec_text(text, path))
         except SpecError as exc:
-            problems += exc.problems
+            # Each line names the file first, as every problem does, then the stage.
+            problems += [
+                p.replace(f"{path}: ", f"{path}: stage {stage.name}: ", 1) for p in exc.problems
+            ]
     return tuple(loaded), problems
 
 

@@ -3,8 +3,8 @@ expands to (counted, not expanded), each trial's size budget; every malformed va
 
 from __future__ import annotations
 
-import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from orchestrator.cli import app
 from orchestrator.cli.sweep import without_credentials
 from orchestrator.errors import MAX_PROBLEM_CHARS
 from orchestrator.plan import trial_name
-from tests.helpers import ORCHESTRATOR, cli_env
+from tests.helpers import cli_env
 
 # Twelve settings with ten values each: 10^12 trials, which must be answered without expanding.
 TRILLION = {
@@ -43,20 +43,34 @@ def anchor_bomb(levels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Runs `orchestrator validate` and, as it exits, writes its peak resident memory (VmHWM, which
+# starts afresh at exec: a child's rusage would also count the pytest process it forked from).
+VALIDATE_AND_REPORT_PEAK = """
+import atexit, sys
+def peak():
+    status = open("/proc/self/status").read()
+    sys.stderr.write("peak_kb " + status.split("VmHWM:")[1].split()[0] + "\\n")
+atexit.register(peak)
+from orchestrator.cli import app
+sys.argv = ["orchestrator", "validate", *sys.argv[1:]]
+app()
+"""
+
+
 def validate_in_a_process(path: Path, *args: str) -> tuple[int, str, float]:
     """Exit code, stderr and peak memory (MB) of `orchestrator validate` as its own process."""
-    proc = subprocess.Popen(
-        [ORCHESTRATOR, "validate", str(path), *args],
+    done = subprocess.run(
+        [sys.executable, "-c", VALIDATE_AND_REPORT_PEAK, str(path), *args],
         env=cli_env(),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+        capture_output=True,
         text=True,
+        timeout=120,
     )
-    assert proc.stderr is not None
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, stderr, usage.ru_maxrss / 1024
+    lines = done.stderr.splitlines()
+    peak = [line for line in lines if line.startswith("peak_kb ")]
+    assert len(peak) == 1, done.stderr
+    stderr = "\n".join(line for line in lines if not line.startswith("peak_kb "))
+    return done.returncode, stderr, int(peak[0].split()[1]) / 1024
 
 
 @pytest.mark.parametrize(

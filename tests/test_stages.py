@@ -54,7 +54,7 @@ def test_a_stage_is_a_sweep_of_its_own_whose_best_trial_the_rest_start_from(
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"base": {"loss": {"temprature": 1}}}, "(stage pre): base.loss.temprature: unknown key"),
+        ({"base": {"loss": {"temprature": 1}}}, ": stage pre: base.loss.temprature: unknown key"),
         ({"parameters": {"seed": {"grd": [1]}}}, "parameters.seed.grd: unknown key"),
         ({"name": "a b"}, "stages.0.name: 'a b': start with a letter or digit"),
         (
