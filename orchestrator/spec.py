@@ -190,16 +190,19 @@ def load_spec(path: Path, overrides: Mapping[str, Any] | None = None) -> LoadedS
     return load_spec_text(read_spec_text(path), path, overrides)
 
 
-def load_spec_text(text: str, path: Path, overrides: Mapping[str, Any] | None = None) -> LoadedSpec:
-    """Parse and validate spec text; `path` names its source in messages."""
+def load_spec_text(
+    text: str, path: Path, overrides: Mapping[str, Any] | None = None, label: str = ""
+) -> LoadedSpec:
+    """Parse and validate spec text; `path`, then `label` (a stage's), name it in messages."""
     written = parse_spec_yaml(text, path)
+    where = f"{path}: {label}" if label else str(path)
     refused = override_problems(written, overrides or {})
     problems = list(refused.values())
     data = with_overrides(written, {k: v for k, v in (overrides or {}).items() if k not in refused})
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
-        problems += format_validation_error(exc, prefix=str(path))
+        problems += format_validation_error(exc, prefix=where)
         spec = None
     # Check base and parameter paths even when the spec has other errors, so one run of
     # `validate` lists everything there is to fix.
@@ -207,14 +210,14 @@ def load_spec_text(text: str, path: Path, overrides: Mapping[str, Any] | None = 
     if isinstance(trainer, str) and trainer in TRAINERS:
         base, parameters = data.get("base"), data.get("parameters")
         if isinstance(base, dict):
-            problems += _check_base(trainer, base, path)
+            problems += _check_base(trainer, base, where)
         if isinstance(parameters, dict):
-            problems += _check_parameter_paths(trainer, [str(p) for p in parameters], path)
+            problems += _check_parameter_paths(trainer, [str(p) for p in parameters], where)
         metric = data.get("metric")
         if isinstance(metric, dict) and isinstance(metric.get("name"), str):
-            problems += _check_metric(trainer, metric["name"], path)
+            problems += _check_metric(trainer, metric["name"], where)
     if spec is not None:
-        problems += _check_search(spec, path)
+        problems += _check_search(spec, where)
     stages: tuple[LoadedSpec, ...] = ()
     if spec is not None and spec.stages:
         stages, stage_problems = _stage_specs(spec, path)
@@ -259,12 +262,9 @@ def _stage_specs(spec: SweepSpec, path: Path) -> tuple[tuple[LoadedSpec, ...], l
         }
         try:
             text = yaml.safe_dump(data, sort_keys=False)
-            loaded.append(load_spec_text(text, path))
+            loaded.append(load_spec_text(text, path, label=f"stage {stage.name}"))
         except SpecError as exc:
-            # Each line names the file first, as every problem does, then the stage.
-            problems += [
-                p.replace(f"{path}: ", f"{path}: stage {stage.name}: ", 1) for p in exc.problems
-            ]
+            problems += exc.problems
     return tuple(loaded), problems
 
 
@@ -317,45 +317,45 @@ def _known_keys(parent: list[str]) -> list[str]:
     return list(nested.model_fields) if nested else []
 
 
-def _check_base(trainer: str, base: dict[str, Any], path: Path) -> list[str]:
+def _check_base(trainer: str, base: dict[str, Any], where: str) -> list[str]:
     model = TRAINERS[trainer].config_model
     try:
         model.model_validate(base)
     except ValidationError as exc:
-        return format_validation_error(exc, prefix=str(path), loc_prefix="base.")
+        return format_validation_error(exc, prefix=where, loc_prefix="base.")
     return []
 
 
-def _check_parameter_paths(trainer: str, dotted_paths: list[str], path: Path) -> list[str]:
+def _check_parameter_paths(trainer: str, dotted_paths: list[str], where: str) -> list[str]:
     known = config_paths(TRAINERS[trainer].config_model)
     problems = []
     for dotted in dotted_paths:
         if dotted not in known:
             hint = _did_you_mean(dotted, sorted(known))
-            problems.append(f"{path}: parameters.{dotted}: unknown parameter path{hint}")
+            problems.append(f"{where}: parameters.{dotted}: unknown parameter path{hint}")
     return problems
 
 
-def _check_metric(trainer: str, name: str, path: Path) -> list[str]:
+def _check_metric(trainer: str, name: str, where: str) -> list[str]:
     declared = TRAINERS[trainer].metrics
     if name in declared:
         return []
     hint = _did_you_mean(name, declared) or f"; {trainer} reports: {', '.join(declared)}"
-    return [f"{path}: metric.name: unknown metric {name!r} for trainer {trainer}{hint}"]
+    return [f"{where}: metric.name: unknown metric {name!r} for trainer {trainer}{hint}"]
 
 
-def _check_search(spec: SweepSpec, path: Path) -> list[str]:
+def _check_search(spec: SweepSpec, where: str) -> list[str]:
     kinds = {p: d.kind for p, d in spec.parameters.items()}
     problems = []
     if spec.search == "random":
         problems += [
-            f"{path}: parameters.{p}: grid is only for search: grid; use choice to draw values"
+            f"{where}: parameters.{p}: grid is only for search: grid; use choice to draw values"
             for p, k in kinds.items()
             if k == "grid"
         ]
     elif spec.num_samples > 1 and all(k == "grid" for k in kinds.values()):
         problems.append(
-            f"{path}: num_samples: {spec.num_samples} repeats of identical grid trials would be "
+            f"{where}: num_samples: {spec.num_samples} repeats of identical grid trials would be "
             "the same trial; put seeds in the grid (e.g. seed: {grid: [0, 1]}) instead"
         )
     return problems

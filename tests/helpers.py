@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from orchestrator.store.views import TrialView
+from tests.conftest import TINY_BASE
 
 ORCHESTRATOR = str(Path(sys.executable).with_name("orchestrator"))
 SERVICE_ENV = ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ORCHESTRATOR_RESULTS_DB")
@@ -252,3 +254,30 @@ def sql_steps(results_db: str | Path, sweep: str, key: str, metric: str = "gap_n
 
     with ResultsStore(store_url(results_db)) as store:
         return [step for step, _ in store.metric_series(sweep, key, metric)]
+
+
+# Trials long enough (tens of seconds on 2 busy cores) to be interrupted mid-way: 384 steps,
+# a report every 16.
+LONG = {"data": {"n_train": 256}, "optim": {"epochs": 24}, "eval": {"every_steps": 16}}
+
+
+def sweep_spec(
+    name: str, seeds: int = 2, base: dict[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """A seed grid of tiny trials; `base`'s sections are merged into TINY_BASE's, `overrides`
+    are top-level spec keys (max_failures, ...)."""
+    merged = copy.deepcopy(TINY_BASE)
+    for section, values in (base or {}).items():
+        merged[section] = {**merged.get(section, {}), **values}
+    return {
+        "name": name,
+        "base": merged,
+        "parameters": {"seed": {"grid": list(range(seeds))}},
+        "metric": {"name": "gap_norm", "mode": "min"},
+        **overrides,
+    }
+
+
+def long_sweep(name: str, seeds: int = 2, **overrides: Any) -> dict[str, Any]:
+    """`sweep_spec` with trials long enough to be interrupted mid-way (LONG)."""
+    return sweep_spec(name, seeds, base=LONG, **overrides)

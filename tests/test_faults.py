@@ -4,26 +4,25 @@ server) and checks that nothing is lost or recorded twice."""
 
 from __future__ import annotations
 
-import copy
 import errno
 import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from orchestrator.plan import expand
 from orchestrator.spec import load_spec
-from tests.conftest import TINY_BASE
 from tests.helpers import (
     kill_session,
+    long_sweep,
     mlflow_runs,
     orchestrator,
     sql_steps,
     start_orchestrator,
     stored,
+    sweep_spec,
     wait_for,
     write_spec,
 )
@@ -32,22 +31,7 @@ from trainers.checkpoint import load_state
 pytestmark = pytest.mark.slow
 
 
-def spec(name: str, seeds: int = 2, **overrides: Any) -> dict[str, Any]:
-    base = copy.deepcopy(TINY_BASE)
-    for section, values in overrides.pop("base", {}).items():
-        base[section] = {**base.get(section, {}), **values}
-    return {
-        "name": name,
-        "base": base,
-        "parameters": {"seed": {"grid": list(range(seeds))}},
-        "metric": {"name": "gap_norm", "mode": "min"},
-        **overrides,
-    }
-
-
 TWO_EPOCHS = {"optim": {"epochs": 2}}  # 8 steps, reported every 2
-# Trials that take long enough (tens of seconds on 2 busy cores) to be interrupted mid-way.
-LONG = {"data": {"n_train": 256}, "optim": {"epochs": 24}, "eval": {"every_steps": 16}}
 
 
 def assert_recorded_once(
@@ -68,7 +52,7 @@ def assert_recorded_once(
 def test_a_trial_that_raises_is_retried_from_its_checkpoint(
     tmp_path: Path, results_db: str
 ) -> None:
-    write_spec(tmp_path / "s.yaml", spec("raise-once", max_failures=1, base=TWO_EPOCHS))
+    write_spec(tmp_path / "s.yaml", sweep_spec("raise-once", max_failures=1, base=TWO_EPOCHS))
     result = orchestrator(
         "submit",
         "s.yaml",
@@ -88,7 +72,9 @@ def test_a_trial_that_raises_is_retried_from_its_checkpoint(
 def test_a_trial_that_keeps_raising_fails_and_the_others_finish(
     tmp_path: Path, results_db: str
 ) -> None:
-    path = write_spec(tmp_path / "s.yaml", spec("raise-always", max_failures=1, base=TWO_EPOCHS))
+    path = write_spec(
+        tmp_path / "s.yaml", sweep_spec("raise-always", max_failures=1, base=TWO_EPOCHS)
+    )
     doomed = expand(load_spec(path)).trials[0]
     result = orchestrator(
         "submit",
@@ -112,7 +98,7 @@ def test_a_trial_that_keeps_raising_fails_and_the_others_finish(
 
 def test_a_non_finite_loss_fails_the_trial_at_once(tmp_path: Path, results_db: str) -> None:
     # tau = 1e-45 makes 1/tau overflow float32: the first training step's loss is not finite.
-    nan_spec = spec("nan", seeds=1, max_failures=2, base={"loss": {"temperature": 1e-45}})
+    nan_spec = sweep_spec("nan", seeds=1, max_failures=2, base={"loss": {"temperature": 1e-45}})
     write_spec(tmp_path / "s.yaml", nan_spec)
     result = orchestrator("submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db)
     assert result.returncode == 1
@@ -122,7 +108,7 @@ def test_a_non_finite_loss_fails_the_trial_at_once(tmp_path: Path, results_db: s
 
 
 def test_unreachable_services_are_reported_before_anything_starts(tmp_path: Path) -> None:
-    write_spec(tmp_path / "s.yaml", spec("services"))
+    write_spec(tmp_path / "s.yaml", sweep_spec("services"))
     bad_db = "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/nope?connect_timeout=3"
     result = orchestrator("submit", "s.yaml", "--results-db", bad_db, cwd=tmp_path)
     assert result.returncode == 1
@@ -136,7 +122,7 @@ def test_unreachable_services_are_reported_before_anything_starts(tmp_path: Path
 
 
 def test_a_second_submit_of_a_running_sweep_is_refused(tmp_path: Path, results_db: str) -> None:
-    write_spec(tmp_path / "s.yaml", spec("busy", base=LONG))
+    write_spec(tmp_path / "s.yaml", long_sweep("busy"))
     first = start_orchestrator("submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db)
     try:
         wait_for(
@@ -154,7 +140,7 @@ def test_a_second_submit_of_a_running_sweep_is_refused(tmp_path: Path, results_d
 
 
 def test_a_killed_driver_is_resumed_by_submitting_again(tmp_path: Path, results_db: str) -> None:
-    write_spec(tmp_path / "s.yaml", spec("killed", base=LONG))
+    write_spec(tmp_path / "s.yaml", long_sweep("killed"))
     driver = start_orchestrator(
         "submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db
     )
@@ -187,7 +173,7 @@ def test_a_killed_driver_is_resumed_by_submitting_again(tmp_path: Path, results_
 
 
 def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path: Path, results_db: str) -> None:
-    write_spec(tmp_path / "s.yaml", spec("interrupted", base=LONG))
+    write_spec(tmp_path / "s.yaml", long_sweep("interrupted"))
     driver = start_orchestrator(
         "submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db
     )
@@ -243,7 +229,7 @@ def fill_up(folder: Path) -> Path:
 def test_a_full_disk_fails_the_trial_and_keeps_its_checkpoints(
     tmp_path: Path, small_disk: Path, results_db: str
 ) -> None:
-    write_spec(tmp_path / "s.yaml", spec("full", seeds=1, base=LONG))
+    write_spec(tmp_path / "s.yaml", long_sweep("full", seeds=1))
     storage = str(small_disk / "runs")
     driver = start_orchestrator(
         "submit", "s.yaml", "--storage", storage, cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db

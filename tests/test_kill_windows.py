@@ -7,7 +7,6 @@ MLflow run per trial, closed with the trial's status, and the trial's final metr
 
 from __future__ import annotations
 
-import copy
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import pytest
 
 from orchestrator.store.views import TrialView
-from tests.conftest import TINY_BASE
 from tests.helpers import (
     kill_session,
     mlflow_runs,
@@ -23,23 +21,14 @@ from tests.helpers import (
     sql_steps,
     start_orchestrator,
     stored,
+    sweep_spec,
     write_spec,
 )
 
 pytestmark = pytest.mark.slow
 
+TWO_EPOCHS = {"optim": {"epochs": 2}}
 STEPS = [0, 2, 4, 6, 8]  # two epochs of 4 steps, reported every 2
-
-
-def spec(name: str, seeds: int) -> dict[str, Any]:
-    base = copy.deepcopy(TINY_BASE)
-    base["optim"] = {**base["optim"], "epochs": 2}
-    return {
-        "name": name,
-        "base": base,
-        "parameters": {"seed": {"grid": list(range(seeds))}},
-        "metric": {"name": "gap_norm", "mode": "min"},
-    }
 
 
 def killed_at(point: str, workdir: Path) -> None:
@@ -76,7 +65,7 @@ def assert_one_finished_run_per_trial(workdir: Path, sweep: str) -> list[TrialVi
 
 @pytest.mark.parametrize("point", ["sweep-run-created", "trial-run-created"])
 def test_a_run_whose_id_never_reached_the_store_is_adopted(tmp_path: Path, point: str) -> None:
-    write_spec(tmp_path / "s.yaml", spec("orphan", seeds=2))
+    write_spec(tmp_path / "s.yaml", sweep_spec("orphan", seeds=2, base=TWO_EPOCHS))
     killed_at(point, tmp_path)
     _, parents, children = runs(tmp_path, "orphan")
     orphans = parents if point == "sweep-run-created" else children
@@ -101,7 +90,7 @@ def copy_stores(source: Path, target: Path) -> None:
 
 
 def test_a_run_left_running_is_closed_by_sync_and_by_submitting_again(tmp_path: Path) -> None:
-    write_spec(tmp_path / "s.yaml", spec("left", seeds=1))
+    write_spec(tmp_path / "s.yaml", sweep_spec("left", seeds=1, base=TWO_EPOCHS))
     killed_at("trial-closing", tmp_path)  # the store has the trial completed; MLflow not yet
     (trial,) = stored(tmp_path, "left")
     client, _, _ = runs(tmp_path, "left")
@@ -121,7 +110,7 @@ def test_a_run_left_running_is_closed_by_sync_and_by_submitting_again(tmp_path: 
 def test_a_trial_killed_after_its_last_checkpoint_ends_with_its_final_metrics(
     tmp_path: Path,
 ) -> None:
-    write_spec(tmp_path / "s.yaml", spec("last", seeds=1))
+    write_spec(tmp_path / "s.yaml", sweep_spec("last", seeds=1, base=TWO_EPOCHS))
     first = orchestrator("submit", "s.yaml", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     (done,) = stored(tmp_path, "last")

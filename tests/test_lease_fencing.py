@@ -5,7 +5,6 @@ sync` is refused beside a live driver. The store's side of the lease is in tests
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import subprocess
@@ -17,9 +16,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from orchestrator.store.repository import ResultsStore
-from tests.conftest import TINY_BASE
 from tests.helpers import (
     kill_session,
+    long_sweep,
     mlflow_runs,
     orchestrator,
     start_orchestrator,
@@ -31,22 +30,7 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow
 
 TIMEOUT_S = 4  # GAPSWEEP_LEASE_TIMEOUT_S of these drivers: a takeover after seconds, not minutes
-# Two trials long enough (tens of seconds on 2 busy cores) to be interrupted mid-way: 384 steps,
-# a report every 16.
-LONG = {"data": {"n_train": 256}, "optim": {"epochs": 24}, "eval": {"every_steps": 16}}
-STEPS = list(range(0, 385, 16))
-
-
-def spec(name: str) -> dict[str, Any]:
-    base = copy.deepcopy(TINY_BASE)
-    for section, values in LONG.items():
-        base[section] = {**base.get(section, {}), **values}
-    return {
-        "name": name,
-        "base": base,
-        "parameters": {"seed": {"grid": [0, 1]}},
-        "metric": {"name": "gap_norm", "mode": "min"},
-    }
+STEPS = list(range(0, 385, 16))  # LONG's reports
 
 
 def sqlite_url(workdir: Path) -> str:
@@ -142,7 +126,7 @@ def test_a_paused_driver_taken_over_writes_nothing_more(tmp_path: Path, results_
     over. The second is paused in its turn, the first continued: the store does not change by
     one row while the first stops, and the first exits 1 naming who took over. The second then
     finishes the sweep with every trial completed and every step recorded once."""
-    write_spec(tmp_path / "s.yaml", spec("fenced"))
+    write_spec(tmp_path / "s.yaml", long_sweep("fenced"))
     env = {"GAPSWEEP_LEASE_TIMEOUT_S": str(TIMEOUT_S), "ORCHESTRATOR_RESULTS_DB": results_db}
     first = start_orchestrator("submit", "s.yaml", cwd=tmp_path, **env)
     second: subprocess.Popen[str] | None = None
@@ -176,7 +160,7 @@ def test_a_paused_driver_taken_over_writes_nothing_more(tmp_path: Path, results_
 
 
 def test_sigterm_stops_gracefully_as_ctrl_c_does(tmp_path: Path) -> None:
-    write_spec(tmp_path / "s.yaml", spec("terminated"))
+    write_spec(tmp_path / "s.yaml", long_sweep("terminated"))
     driver = start_orchestrator("submit", "s.yaml", cwd=tmp_path)
     try:
         started(driver, sqlite_url(tmp_path), "terminated", 16)
@@ -198,7 +182,7 @@ def test_sigterm_stops_gracefully_as_ctrl_c_does(tmp_path: Path) -> None:
 
 
 def test_sync_is_refused_beside_a_live_driver(tmp_path: Path) -> None:
-    write_spec(tmp_path / "s.yaml", spec("synced"))
+    write_spec(tmp_path / "s.yaml", long_sweep("synced"))
     driver = start_orchestrator("submit", "s.yaml", cwd=tmp_path)
     try:
         started(driver, sqlite_url(tmp_path), "synced", 16)

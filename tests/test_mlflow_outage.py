@@ -3,16 +3,14 @@ SQL, and once the server is back `orchestrator sync` back-fills MLflow from the 
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import TINY_BASE
 from tests.helpers import (
     free_port,
     kill_session,
+    long_sweep,
     mlflow_runs,
     orchestrator,
     sql_steps,
@@ -26,27 +24,13 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow
 
 SERVE_ARTIFACTS = ("--serve-artifacts",)
-# Two trials long enough (tens of seconds on 2 busy cores) for the server to die mid-way.
-LONG = {"data": {"n_train": 256}, "optim": {"epochs": 24}, "eval": {"every_steps": 16}}
-
-
-def spec(name: str) -> dict[str, Any]:
-    base = copy.deepcopy(TINY_BASE)
-    for section, values in LONG.items():
-        base[section] = {**base.get(section, {}), **values}
-    return {
-        "name": name,
-        "base": base,
-        "parameters": {"seed": {"grid": [0, 1]}},
-        "metric": {"name": "gap_norm", "mode": "min"},
-    }
 
 
 def test_mlflow_outage_mid_sweep_then_sync(tmp_path: Path) -> None:
     # The server's store and log in a folder of their own, kept across its restart on one port.
     served, port = tmp_path / "mlflow", free_port()
     served.mkdir()
-    write_spec(tmp_path / "s.yaml", spec("outage"))
+    write_spec(tmp_path / "s.yaml", long_sweep("outage"))
     with started_mlflow_server(served, port=port, extra_args=SERVE_ARTIFACTS) as server:
         server.wait_until_serving()
         driver = start_orchestrator("submit", "s.yaml", "--mlflow-uri", server.url, cwd=tmp_path)

@@ -103,12 +103,13 @@ def heldout_shift(arrays: dict[str, np.ndarray], lambdas: tuple[float, ...]) -> 
         )
 
     chosen = max(lambdas, key=lambda lam: (float(hits(val, lam).mean()), -abs(lam)))
-    gained = hits(test, chosen).astype(np.float64) - hits(test, 0.0).astype(np.float64)
+    shifted = hits(test, chosen)
+    gained = shifted.astype(np.float64) - hits(test, 0.0).astype(np.float64)
     draws = np.random.default_rng(1).integers(0, len(test), (BOOTSTRAP_RESAMPLES, len(test)))
     low, high = np.percentile(gained[draws].mean(axis=1), [2.5, 97.5])
     return {
         "shift_heldout_lambda": float(chosen),
-        "shift_heldout_zero_shot_acc": float(hits(test, chosen).mean()),
+        "shift_heldout_zero_shot_acc": float(shifted.mean()),
         "shift_heldout_gain": float(gained.mean()),
         "shift_heldout_gain_low": float(low),
         "shift_heldout_gain_high": float(high),
