@@ -68,7 +68,7 @@ def evaluate(
     batch_size: int,
 ) -> dict[str, float]:
     """All eval metrics from precomputed embeddings; `class_text` are the class prompts'
-    (None: where the split has labels, each class's mean tower-b embedding stands in).
+    (None: the data has none, and only the nearest-centroid accuracy is reported).
 
     The loss is InfoNCE over eval batches of the training batch size, since its value depends
     on how many negatives each positive competes with. Everything is float32, also inside an
@@ -78,17 +78,55 @@ def evaluate(
         metrics = gap_metrics(emb.a, emb.b)
         metrics["loss"] = _batched_loss(emb, scale.detach().cpu().float(), batch_size)
         if split.labels is not None:
-            targets = class_text
-            if targets is None:  # no prompts: each class's mean caption stands in
-                targets = class_embeddings(emb.b, split.labels)
-            hits = targets.predict(emb.a) == split.labels
-            metrics["zero_shot_acc"] = float(hits.float().mean())
-            if split.groups is not None:
-                metrics |= group_accuracy(hits, split.groups)
-        sim = emb.a @ emb.b.T
-        metrics["recall_at_1_a2b"] = _recall_at_1(sim, split.match_ids)
-        metrics["recall_at_1_b2a"] = _recall_at_1(sim.T, split.match_ids)
+            metrics |= classification(emb, split.labels, split.groups, class_text)
+        metrics |= retrieval(emb.a @ emb.b.T, split.match_ids, split.labels)
         return metrics
+
+
+def classification(
+    emb: Embeddings,
+    labels: torch.Tensor,
+    groups: torch.Tensor | None,
+    class_text: ClassEmbeddings | None,
+) -> dict[str, float]:
+    """Two classifiers of tower a's embeddings, each under its own name (docs/metrics.md):
+    `centroid_acc` takes the class of the nearest class mean of tower b's eval embeddings (it
+    sees the eval labels: no prompts), `zero_shot_acc` that of the nearest class prompt,
+    CLIP's zero-shot, where the data has prompts. The groups' accuracies follow the prompts
+    where there are some, else the centroids."""
+    hits = class_embeddings(emb.b, labels).predict(emb.a) == labels
+    metrics = {"centroid_acc": float(hits.float().mean())}
+    if class_text is not None:
+        hits = class_text.predict(emb.a) == labels
+        metrics["zero_shot_acc"] = float(hits.float().mean())
+    if groups is not None:
+        metrics |= group_accuracy(hits, groups)
+    return metrics
+
+
+def retrieval(
+    sim: torch.Tensor, match_ids: torch.Tensor, labels: torch.Tensor | None
+) -> dict[str, float]:
+    """Recall@1 both ways from `sim` (row i tower a's item i, column j tower b's item j).
+
+    `recall_at_1_*` is instance-level: a hit is the query's own pair or a copy of it (rows with
+    equal `match_ids`: the same caption text, or another caption of the same image, as COCO's
+    recall counts). `class_recall_at_1_*`, where the data has classes, counts any item of the
+    query's class."""
+    metrics = {
+        "recall_at_1_a2b": recall_at_1(sim, match_ids),
+        "recall_at_1_b2a": recall_at_1(sim.T, match_ids),
+    }
+    if labels is not None:
+        metrics["class_recall_at_1_a2b"] = recall_at_1(sim, labels)
+        metrics["class_recall_at_1_b2a"] = recall_at_1(sim.T, labels)
+    return metrics
+
+
+def recall_at_1(sim: torch.Tensor, ids: torch.Tensor) -> float:
+    """The share of rows whose most similar column has the row's id (row i pairs column i)."""
+    best = sim.argmax(dim=1)
+    return float((ids[best] == ids).float().mean())
 
 
 def class_embeddings(
@@ -126,9 +164,3 @@ def _batched_loss(emb: Embeddings, scale: torch.Tensor, batch_size: int) -> floa
         total += float(contrastive_loss(a, b, scale)) * a.shape[0]
         count += a.shape[0]
     return total / max(count, 1)
-
-
-def _recall_at_1(sim: torch.Tensor, match_ids: torch.Tensor) -> float:
-    # Many pairs share a caption ("a small red circle"); retrieving any of them is a hit.
-    best = sim.argmax(dim=1)
-    return float((match_ids[best] == match_ids).float().mean())

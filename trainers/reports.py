@@ -20,9 +20,13 @@ DUAL_ENCODER_METRICS: tuple[str, ...] = (
     "train_loss",  # mean training loss since the last report; absent at step 0
     "temperature",
     *STREAMING_METRICS,
-    "zero_shot_acc",  # where the data has classes
-    "recall_at_1_a2b",
+    # Names that say what they count (docs/metrics.md).
+    "zero_shot_acc",  # nearest class prompt, where the data has prompts
+    "centroid_acc",  # nearest class mean of tower b, where the data has classes
+    "recall_at_1_a2b",  # instance-level: the query's own pair (or a copy of it)
     "recall_at_1_b2a",
+    "class_recall_at_1_a2b",  # any item of the query's class, where the data has classes
+    "class_recall_at_1_b2a",
     # groups of the data (shapes backgrounds): the fairness view of the paper's Table 2
     "worst_group_acc",
     "group_acc_spread",
