@@ -14,6 +14,7 @@ from orchestrator.cli.common import (
     ResultsDb,
     SweepArg,
     console,
+    err_console,
     exit_codes,
 )
 
@@ -37,6 +38,10 @@ def report(
 
     with exit_codes():
         written, logged = write_report(
-            sweep, out, results_db, None if no_mlflow else mlflow_uri, trial
+            sweep, out, results_db, None if no_mlflow else mlflow_uri, trial, _note
         )
     console.print(f"report: {written} ({'figures logged to MLflow' if logged else 'not logged'})")
+
+
+def _note(line: str) -> None:
+    err_console.print(f"note: {line}", highlight=False, soft_wrap=True)

@@ -16,9 +16,11 @@ from orchestrator.cli.common import (
     ResultsDb,
     SweepArg,
     console,
+    err_console,
     exit_codes,
 )
 from orchestrator.plan import format_value
+from orchestrator.report.legacy_names import metric_held, todays_names
 from orchestrator.report.records import records_csv, trial_record
 
 if TYPE_CHECKING:
@@ -38,6 +40,16 @@ def _sweep_and_trials(url: str, sweep: str) -> tuple[SweepView, list[TrialView]]
 
     with ResultsStore.open_existing(url) as store:
         return store.sweep_and_trials(sweep)
+
+
+def _under_todays_names(trials: list[TrialView], metric: str) -> tuple[list[TrialView], str]:
+    """The trials with their metrics under today's names, and the name they hold `metric` by
+    ("" for none); a note on stderr, once, where an old name is read as a new one."""
+    read = todays_names(trials)
+    name, asked = metric_held(metric, read.trials) if metric else (metric, None)
+    for note in (*read.notes, *([asked] if asked else [])):
+        err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    return read.trials, name
 
 
 def sweeps(results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
@@ -95,7 +107,9 @@ def results(
     from orchestrator.progress import summary_table
 
     with exit_codes():
-        view, trials = _sweep_and_trials(results_db, sweep)
+        view, stored = _sweep_and_trials(results_db, sweep)
+    asked = metric or view.metric_name
+    trials, name = _under_todays_names(stored, asked if fmt is OutputFormat.table else "")
     records = [trial_record(t) for t in trials]
     if fmt is OutputFormat.json:
         # Indented for a person at a terminal; compact for a pipe, where the C encoder writes
@@ -105,8 +119,7 @@ def results(
     elif fmt is OutputFormat.csv:
         sys.stdout.write(records_csv(records))
     else:
-        name = metric or view.metric_name
-        mode = view.metric_mode if name == view.metric_name else _mode_of(name)
+        mode = view.metric_mode if asked == view.metric_name else _mode_of(name)
         rows = [(t.status, t.varied, t.metrics) for t in trials]
         console.print(summary_table(f"sweep {sweep}: {len(trials)} trials", rows, name, mode))
 
@@ -124,8 +137,8 @@ def compare(
     from orchestrator.report.compare import group_by, plot_groups
 
     with exit_codes():
-        view, trials = _sweep_and_trials(results_db, sweep)
-        name = metric or view.metric_name
+        view, stored = _sweep_and_trials(results_db, sweep)
+        trials, name = _under_todays_names(stored, metric or view.metric_name)
         groups = group_by(trials, by, name)
     table = Table(title=f"sweep {sweep}: {name} by {by}", title_justify="left")
     for column in (by, "trials", "mean", "std", "95% interval"):

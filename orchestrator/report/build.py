@@ -12,7 +12,8 @@ import base64
 import html
 import io
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from orchestrator.report.figures import (
     series_per_trial,
     shift_figure,
 )
+from orchestrator.report.legacy_names import metric_held, todays_names
 from orchestrator.report.pairs import bars_by_category, categorical_setting, maps_by_category
 from orchestrator.store.repository import ResultsStore
 from orchestrator.store.views import SweepView, TrialView
@@ -36,7 +38,8 @@ from trainers.errors import DataError
 
 TABLE_METRICS = (
     "gap_norm", "cone_cosine_a", "cone_cosine_b", "paired_cosine", "loss", "temperature",
-    "zero_shot_acc", "recall_at_1_a2b", "worst_group_acc", "shift_best_lambda",
+    "zero_shot_acc", "centroid_acc", "recall_at_1_a2b", "class_recall_at_1_a2b",
+    "worst_group_acc", "shift_best_lambda",
     "shift_zero_shot_gain", "shift_heldout_gain", "min_loss_gap", "min_loss_shift",
 )  # fmt: skip
 SHIFT_LAMBDAS = (-1.0, -0.75, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
@@ -57,16 +60,21 @@ class ReportFigure:
 class Report:
     page: Path
     pngs: list[Path]
+    notes: tuple[str, ...] = ()  # old metric names read as new ones (legacy_names.py)
 
 
 def build_report(
     store: ResultsStore, sweep: str, out: Path, map_trials: list[str] | None = None
 ) -> Report:
     """Write `out/index.html` and `out/<figure>.png` for the sweep; returns their paths."""
-    view = store.get_sweep(sweep)
-    if view is None:
+    stored = store.get_sweep(sweep)
+    if stored is None:
         raise InputError(f"no sweep named {sweep!r} in the results store")
-    trials = store.trials(sweep)
+    read = todays_names(store.trials(sweep))
+    trials = read.trials
+    metric, asked = metric_held(stored.metric_name, trials)
+    view = replace(stored, metric_name=metric)
+    notes = (*read.notes, *([asked] if asked else []))
     figures = collect_figures(store, view, trials, map_trials or [])
     out.mkdir(parents=True, exist_ok=True)
     pngs = []
@@ -75,8 +83,9 @@ def build_report(
         path.write_bytes(fig.png)
         pngs.append(path)
     page = out / "index.html"
-    page.write_text(render_html(view, store.spec_text(sweep), trials, figures), encoding="utf-8")
-    return Report(page=page, pngs=pngs)
+    text = render_html(view, store.spec_text(sweep), trials, figures, notes)
+    page.write_text(text, encoding="utf-8")
+    return Report(page=page, pngs=pngs, notes=notes)
 
 
 def collect_figures(
@@ -218,7 +227,11 @@ def settings_differ(trials: list[TrialView]) -> bool:
 
 
 def render_html(
-    view: SweepView, spec: str, trials: list[TrialView], figures: list[ReportFigure]
+    view: SweepView,
+    spec: str,
+    trials: list[TrialView],
+    figures: list[ReportFigure],
+    notes: tuple[str, ...] = (),
 ) -> str:
     done = sum(t.status == "completed" for t in trials)
     parts = [
@@ -230,6 +243,7 @@ def render_html(
         f"</head><body><h1>sweep {html.escape(view.name)}</h1>",
         f"<p>{done} of {len(trials)} trials completed; metric {view.metric_name} "
         f"({view.metric_mode}).</p>",
+        *(f"<p>note: {html.escape(note)}</p>" for note in notes),
         "<h2>figures</h2>",
     ]
     for fig in figures:
@@ -263,13 +277,22 @@ def log_to_mlflow(tracking_uri: str, view: SweepView, pngs: list[Path]) -> bool:
 
 
 def write_report(
-    sweep: str, out: Path, results_db: str, mlflow_uri: str | None, trials: list[str] | None = None
+    sweep: str,
+    out: Path,
+    results_db: str,
+    mlflow_uri: str | None,
+    trials: list[str] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> tuple[Path, bool]:
     """Build the report of a stored sweep and log its PNGs to the sweep's MLflow parent run
-    (unless `mlflow_uri` is None); returns the page and whether MLflow got the PNGs."""
+    (unless `mlflow_uri` is None); returns the page and whether MLflow got the PNGs. `note`
+    is told where old metric names were read as new ones."""
     with ResultsStore.open_existing(results_db) as store:
         built = build_report(store, sweep, out, trials)
         view = store.get_sweep(sweep)
+    if note is not None:
+        for line in built.notes:
+            note(line)
     if view is None or mlflow_uri is None:
         return built.page, False
     return built.page, log_to_mlflow(mlflow_uri, view, built.pngs)
