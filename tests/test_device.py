@@ -65,6 +65,7 @@ def test_every_evaluation_metric_inside_bf16_autocast_equals_float32(
 ) -> None:
     tiny_base["optim"]["epochs"] = 0  # measure at init: the evaluation alone
     tiny_base["eval"]["shift_lambdas"] = [-0.5, 0.0, 0.5]
+    tiny_base["device"] = "cpu"  # CPU autocast, also where `auto` would take a GPU
     config = TrialConfig.model_validate(tiny_base)
     plain = train_dual_encoder(config, lambda s, m: None).metrics
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -161,12 +162,14 @@ def test_a_trial_sharing_a_gpu_keeps_to_its_share_and_gives_it_back(
             except torch.OutOfMemoryError:
                 refused.append(True)
 
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_reserved()  # what earlier tests in this process still hold
     try:
         result = train_dual_encoder(config, report, gpus=0.25)
         assert refused == [True]
         assert set(CUDA_METRICS) <= set(result.metrics)
         assert 0 < result.metrics["gpu_peak_memory_gb"] < 0.25 * total / 1e9
-        assert torch.cuda.memory_reserved() < 64 * 2**20  # the cache went back
+        assert torch.cuda.memory_reserved() <= before + 4 * 2**20  # the trial's cache went back
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
 
