@@ -129,7 +129,9 @@ class SweepSpec(_Frozen):
     metric: MetricSpec = MetricSpec()
     resources: Resources = Resources()
     max_concurrent_trials: int | None = Field(None, ge=1)
-    max_failures: int = Field(0, ge=0, le=100)
+    max_failures: int = Field(
+        1, ge=0, le=100, description="retries of a failed trial (a lost node, a raise)"
+    )
     stages: list[StageSpec] = Field(default_factory=list, max_length=4)
 
     @field_validator("name")
