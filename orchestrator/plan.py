@@ -145,6 +145,10 @@ def trial_name(varied: dict[str, Any]) -> str:
     return name if len(name) <= TRIAL_NAME_CHARS else name[: TRIAL_NAME_CHARS - 3] + "..."
 
 
+# Repeats, not settings: what the figures and `compare` average over by default.
+SEED_PATHS = ("seed", "model.init.seed")
+
+
 def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"

@@ -19,11 +19,13 @@ from orchestrator.cli.common import (
     err_console,
     exit_codes,
 )
+from orchestrator.errors import InputError
 from orchestrator.plan import format_value
 from orchestrator.report.legacy_names import metric_held, todays_names
 from orchestrator.report.records import records_csv, trial_record
 
 if TYPE_CHECKING:
+    from orchestrator.report.compare import GroupStats
     from orchestrator.store.views import SweepView, TrialView
 
 STATUSES = ("pending", "running", "completed", "failed", "stopped")
@@ -126,34 +128,59 @@ def results(
 
 def compare(
     sweep: SweepArg,
-    by: Annotated[str, typer.Option("--by", help="dotted setting to group by", show_default=False)],
+    by: Annotated[
+        str,
+        typer.Option("--by", help="settings to group by, comma-separated", show_default=False),
+    ],
+    over: Annotated[
+        str | None,
+        typer.Option("--over", help="settings to average over, comma-separated (default: seeds)"),
+    ] = None,
     metric: Annotated[
         str | None, typer.Option("--metric", help="metric to compare (default: the sweep's)")
     ] = None,
+    form: Annotated[
+        OutputFormat, typer.Option("--format", help="table, csv or json (to stdout)")
+    ] = OutputFormat.table,
     plot: Annotated[Path | None, typer.Option("--plot", help="write the curve as a PNG")] = None,
     results_db: ResultsDb = DEFAULT_RESULTS_DB,
 ) -> None:
-    """Group trials by one setting: mean, std and 95% interval of a metric over the others."""
-    from orchestrator.report.compare import group_by, plot_groups
+    """Group trials by settings: mean, std and 95% t interval of a metric over the seeds (or
+    --over); any other setting that varies within a group is named, not averaged away."""
+    from orchestrator.report.compare import group_by, group_records, plot_groups, records_text
 
+    paths, averaged = _paths(by), None if over is None else _paths(over)
     with exit_codes():
+        if plot is not None and len(paths) > 1:
+            raise InputError("--plot draws one setting: give --by a single path")
         view, stored = _sweep_and_trials(results_db, sweep)
         trials, name = _under_todays_names(stored, metric or view.metric_name)
-        groups = group_by(trials, by, name)
-    table = Table(title=f"sweep {sweep}: {name} by {by}", title_justify="left")
-    for column in (by, "trials", "mean", "std", "95% interval"):
+        groups = group_by(trials, paths, name, averaged)
+    if form is not OutputFormat.table:
+        sys.stdout.write(records_text(group_records(groups, paths, name), form.value))
+    else:
+        console.print(_compare_table(f"sweep {sweep}: {name} by {', '.join(paths)}", paths, groups))
+    if plot is not None:
+        console.print(f"wrote {plot_groups(groups, paths[0], name, sweep, plot)}")
+
+
+def _paths(option: str) -> list[str]:
+    return [p.strip() for p in option.split(",") if p.strip()]
+
+
+def _compare_table(title: str, paths: list[str], groups: list[GroupStats]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in (*paths, "trials", "mean", "std", "95% interval"):
         table.add_column(column, justify="right")
     for g in groups:
         table.add_row(
-            format_value(g.value),
+            *(format_value(v) for v in g.values),
             str(g.n),
             f"{g.mean:.4f}",
             "" if g.n < 2 else f"{g.std:.4f}",
             f"[{g.ci_low:.4f}, {g.ci_high:.4f}]",
         )
-    console.print(table)
-    if plot is not None:
-        console.print(f"wrote {plot_groups(groups, by, name, sweep, plot)}")
+    return table
 
 
 def _mode_of(metric: str) -> str:

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from orchestrator.plan import format_value
+from orchestrator.plan import SEED_PATHS, format_value
+from orchestrator.report.intervals import mean_interval
 from orchestrator.store.views import TrialView
 
-SEED_PATHS = ("seed", "model.init.seed")  # repeats, not settings: averaged over in the figures
 Series = Callable[[str, str], list[tuple[int, float]]]  # (trial key, metric) -> (step, value)
 
 
@@ -26,11 +26,9 @@ def settings_of(trials: list[TrialView]) -> list[str]:
 
 
 def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% normal interval (0 for a single value)."""
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, 1.96 * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    """Mean and the half-width of its 95% interval (0 for a single value): `compare`'s rule."""
+    mean, _, half = mean_interval(values)
+    return mean, half
 
 
 def metric_versus_setting(trials: list[TrialView], metric: str) -> Figure | None:

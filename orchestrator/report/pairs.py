@@ -10,9 +10,8 @@ from collections import defaultdict
 import numpy as np
 from matplotlib.figure import Figure
 
-from orchestrator.plan import format_value
+from orchestrator.plan import SEED_PATHS, format_value
 from orchestrator.report.figures import (
-    SEED_PATHS,
     interval,
     is_number,
     settings_of,
