@@ -8,6 +8,7 @@ that died while idle (a PostgreSQL restart) is replaced without an error."""
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -113,6 +114,20 @@ R = TypeVar("R")
 # The pauses between tries of a call that met a transient failure (engine.TRANSIENT): about
 # 8 s in all, then its ServiceError goes to the caller.
 RETRY_PAUSES_S = (0.1, 0.3, 1.0, 2.0, 4.0)
+_once = threading.local()  # `tried_once` blocks running in this thread
+
+
+@contextmanager
+def tried_once() -> Iterator[None]:
+    """Store calls made by this thread inside the block are tried once, without the pauses: for
+    a caller that has somewhere else to keep a write (the recorder's pending writes) and would
+    only be held up by waiting out the retries of a store it already knows is away."""
+    before = getattr(_once, "active", False)
+    _once.active = True
+    try:
+        yield
+    finally:
+        _once.active = before
 
 
 def retried(call: Callable[P, R]) -> Callable[P, R]:
@@ -122,7 +137,7 @@ def retried(call: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(call)
     def tried(*args: P.args, **kwargs: P.kwargs) -> R:
-        for pause in RETRY_PAUSES_S:
+        for pause in () if getattr(_once, "active", False) else RETRY_PAUSES_S:
             try:
                 return call(*args, **kwargs)
             except TransientStoreError:

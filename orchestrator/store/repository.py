@@ -3,8 +3,8 @@
 Contract: a trial is identified by (sweep name, key) and has exactly one row; its metric series
 holds at most one value per (step, name); a trial's status moves pending -> running ->
 completed | failed | stopped, and a trial that completed is never reset by `register_trials`.
-Every public method raises the database driver's failures as `ServiceError` naming the store
-by its masked URL. Use it as a context manager, which disposes of its connections.
+Every public method raises the driver's failures as `ServiceError` naming the store by its
+masked URL. Use it as a context manager, which disposes of its connections.
 
 While this store holds a sweep's lease (`holding_lease`), every write to that sweep is fenced:
 it is refused with `LeaseLostError`, writing nothing, once another driver took the lease over.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
@@ -31,6 +31,7 @@ from orchestrator.store.engine import (
     mask_url,
     missing_sqlite_file,
     retried,
+    tried_once,
 )
 from orchestrator.store.lease import Fence, HeartbeatThread, Holder
 from orchestrator.store.models import MetricRow, SweepRow, TrialRow, utcnow
@@ -136,13 +137,8 @@ class ResultsStore:
             raise InputError(f"no sweep named {name!r} in the results store (sweeps: {known})")
         return view, self.trials(name)
 
-    @retried
     def spec_text(self, name: str) -> str:
-        with self._session() as s:
-            text = s.scalar(select(SweepRow.spec_text).where(SweepRow.name == name))
-            if text is None:
-                raise InputError(f"no sweep named {name!r} in the results store")
-            return text
+        return self.stored_spec(name)[0]
 
     @retried
     def stored_spec(self, name: str) -> tuple[str, dict[str, Any]]:
@@ -206,9 +202,14 @@ class ResultsStore:
         beats.start()
         try:
             yield fence
-        finally:
+        except BaseException:
             beats.stop()
-            self.release_lease(sweep)
+            # Out of a failure, maybe the store's: one try; an unreleased lease is taken over.
+            with suppress(ServiceError), tried_once():
+                self.release_lease(sweep)
+            raise
+        beats.stop()
+        self.release_lease(sweep)
 
     # -- trials -------------------------------------------------------------------------------
 
