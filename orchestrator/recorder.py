@@ -5,6 +5,10 @@ Trials never write to the stores themselves; their results (orchestrator/result.
 driver through Tune and are recorded here once, in the order they arrive. The SQL store is written
 first: it is the record of truth; then the mirror hands the same values to MLflow.
 
+While the store is away longer than its retries, the writes wait in order in the
+`BufferedWriter` (orchestrator/store/buffered.py) and the sweep goes on; MLflow is not handed
+what the store has not taken, and the trials concerned are caught up from the store once it has.
+
 Once another driver took the sweep's lease over, the store refuses every write with
 `LeaseLostError`; each event is then dropped whole (MLflow included), and the run's stopper ends
 Tune (orchestrator/run.py), which raises that error.
@@ -24,7 +28,9 @@ from ray.tune import Callback
 from orchestrator.errors import LeaseLostError
 from orchestrator.progress import SweepProgress
 from orchestrator.result import TrialResult
-from orchestrator.store.repository import ResultsStore
+from orchestrator.store.buffered import BufferedWriter
+from orchestrator.store.engine import TransientStoreError
+from orchestrator.store.pending import Write
 from orchestrator.trace import Trace
 from orchestrator.tracking.mirror import MlflowMirror
 
@@ -46,20 +52,21 @@ def _dropped_once_lease_lost(event: Callable[P, None]) -> Callable[P, None]:
 class Recorder(Callback):
     def __init__(
         self,
-        store: ResultsStore,
+        writer: BufferedWriter,
         mirror: MlflowMirror,
         progress: SweepProgress,
         metric_names: tuple[str, ...],
     ) -> None:
         self.trace = Trace.from_env()
         self.metric_names = metric_names  # what the sweep's trainer declares
-        self.store = store
+        self.writer = writer
         self.mirror = mirror
         self.sweep = mirror.sweep
         self.progress = progress
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.placed: set[str] = set()
         self.terminal_errors: dict[str, str] = {}
+        self.tags_due: dict[str, dict[str, str]] = {}  # run tags MLflow has not been given yet
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config (callbacks included) for `Tuner.restore`, which gapsweep
@@ -71,13 +78,17 @@ class Recorder(Callback):
         self.__dict__.update(state)
 
     @_dropped_once_lease_lost
+    def on_step(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        self.writer.drain_if_due()  # results waiting for the store go in as soon as it is back
+
+    @_dropped_once_lease_lost
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]
         self.trace.event(key, "start", time.time())
-        self.store.mark_running(self.sweep, key, host=None, node_id=None)
+        self._write("mark_running", key, host=None, node_id=None)
         self.placed.discard(key)
         self.last_metrics.pop(key, None)
-        self.mirror.open_trial(key)
+        self._mirror(key, lambda: self.mirror.open_trial(key))
         self.progress.update(key, status="running")
 
     @_dropped_once_lease_lost
@@ -90,11 +101,10 @@ class Recorder(Callback):
             self.terminal_errors[key] = reported.terminal_error
             return
         first = key not in self.placed
-        tags = self._place(key, reported) if first else None
-        self.store.record_metrics(
-            self.sweep, key, reported.step, reported.metrics, first_of_attempt=first
-        )
-        self.mirror.push(key, reported.step, reported.metrics, tags)
+        tags = self._place(key, reported) if first else self.tags_due.pop(key, None)
+        step, metrics = reported.step, reported.metrics
+        self._write("record_metrics", key, step=step, metrics=metrics, first_of_attempt=first)
+        self._mirror(key, lambda: self.mirror.push(key, step, metrics, tags), tags)
         self.last_metrics[key] = reported.metrics
         self.progress.update(key, step=reported.step, metrics=reported.metrics)
         if first:
@@ -104,7 +114,13 @@ class Recorder(Callback):
     def _place(self, key: str, reported: TrialResult) -> dict[str, str]:
         """Record where the attempt runs (first result of an attempt); the run's tags."""
         where = reported.placement
-        self.store.set_placement(self.sweep, key, where.host, where.node_id, reported.resumed_from)
+        self._write(
+            "set_placement",
+            key,
+            host=where.host,
+            node_id=where.node_id,
+            resumed_from_step=reported.resumed_from,
+        )
         self.placed.add(key)
         return {"gapsweep.host": str(where.host), "gapsweep.node_id": str(where.node_id)}
 
@@ -112,15 +128,20 @@ class Recorder(Callback):
     def on_checkpoint(
         self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any
     ) -> None:
-        self.store.set_checkpoint(self.sweep, trial.config["trial_key"], str(checkpoint.path))
+        self._write("set_checkpoint", trial.config["trial_key"], path=str(checkpoint.path))
 
     @_dropped_once_lease_lost
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]
         error = self.terminal_errors.pop(key, None)
         status = "completed" if error is None else "failed"
-        self.store.finish_trial(self.sweep, key, status, self.last_metrics.get(key, {}), error)
-        self.mirror.close_trial(key)
+        if self.writer.over_bound and error is None:
+            # Tune ends every trial this way when the run's stopper stops the sweep: too many
+            # results wait for the store. It goes on from its last checkpoint when resumed.
+            status = "stopped"
+        metrics = self.last_metrics.get(key, {})
+        self._write("finish_trial", key, status=status, metrics=metrics, error=error)
+        self._mirror(key, lambda: self.mirror.close_trial(key))
         self.progress.update(key, status=status)
         self.trace.event(key, "done", time.time())
 
@@ -132,9 +153,28 @@ class Recorder(Callback):
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]
         error = error_summary(trial.error_file)
-        self.store.finish_trial(self.sweep, key, "failed", self.last_metrics.get(key), error)
-        self.mirror.close_trial(key)
+        metrics = self.last_metrics.get(key)
+        self._write("finish_trial", key, status="failed", metrics=metrics, error=error)
+        self._mirror(key, lambda: self.mirror.close_trial(key))
         self.progress.update(key, status="failed")
+
+    def _write(self, op: str, key: str, **args: Any) -> None:
+        self.writer.write(Write(op, {"key": key, **args}))
+
+    def _mirror(
+        self, key: str, hand_over: Callable[[], None], tags: dict[str, str] | None = None
+    ) -> None:
+        """Hand MLflow what the store has just taken. While writes wait for the store (or when
+        the mirror's own store call fails), the trial is caught up from the store later."""
+        if not self.writer.away:
+            try:
+                hand_over()
+                return
+            except TransientStoreError:
+                pass
+        if tags:
+            self.tags_due[key] = tags
+        self.mirror.catch_up_later(key)
 
 
 def error_summary(error_file: str | None) -> str:

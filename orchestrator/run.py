@@ -3,6 +3,7 @@ writer of results and the MLflow mirror beside it."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -31,7 +32,9 @@ from orchestrator.progress import SweepProgress
 from orchestrator.recorder import Recorder
 from orchestrator.settings import SubmitSettings
 from orchestrator.spec import LoadedSpec, SweepSpec
+from orchestrator.store.buffered import WAIT_ENV, WAIT_S, BufferedWriter, setting
 from orchestrator.store.lease import Fence
+from orchestrator.store.pending import replay_spilled
 from orchestrator.store.repository import ResultsStore
 from orchestrator.store.views import NewTrial, TrialView
 from orchestrator.tracking.client import MlflowTracker
@@ -109,6 +112,8 @@ def _submit_holding_lease(
 ) -> SweepOutcome:
     spec = plan.spec
     metric = (spec.metric.name, spec.metric.mode)
+    # What the last driver could not hand to the store goes in before anything is read from it.
+    replay_spilled(store, spec.name, settings.services.storage, fence.epoch, console.print)
     sweep = store.upsert_sweep(
         spec.name, spec.trainer, loaded.text, loaded.spec_hash, metric, loaded.overrides
     )
@@ -164,32 +169,42 @@ def _run_sweep(
 ) -> None:
     name = plan.spec.name
     progress = _progress(plan, statuses, todo)
+    storage = settings.services.storage
+    say = functools.partial(console.print, style="yellow")
+    writer = BufferedWriter.for_sweep(store, name, storage, fence.epoch, say)
+    wait_s = setting(WAIT_ENV, WAIT_S)
     try:
         with Live(progress, console=console, refresh_per_second=2, transient=False):
-            recorder = Recorder(store, mirror, progress, TRAINERS[plan.spec.trainer].metrics)
-            _run_tune(plan, todo, settings, store, recorder, LeaseStopper(fence))
+            recorder = Recorder(writer, mirror, progress, TRAINERS[plan.spec.trainer].metrics)
+            _run_tune(plan, todo, settings, store, recorder, SweepStopper(fence, writer))
     finally:
+        if writer.away:  # results still wait for the store: at most wait_s more
+            with console.status("") as line:
+                writer.settle(wait_s, line.update)
         # Trials Tune stopped without a verdict (Ctrl-C, driver shutdown) are not left
         # looking as if they were still running.
         for key in store.stop_unfinished(name, [t.key for t in todo]):
             mirror.close_trial(key)
 
 
-class LeaseStopper(Stopper):
+class SweepStopper(Stopper):
     """Stops the whole Tune run once the sweep's lease is found lost (by the heartbeat thread
-    or by a refused write): another driver runs the sweep now."""
+    or by a refused write): another driver runs the sweep now; or once more results wait for
+    an absent results store than a sweep keeps (GAPSWEEP_PENDING_MAX)."""
 
-    def __init__(self, fence: Fence) -> None:
+    def __init__(self, fence: Fence, writer: BufferedWriter) -> None:
         self.fence: Fence | None = fence
+        self.writer: BufferedWriter | None = writer
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"fence": None}  # see Recorder.__getstate__
+        return {"fence": None, "writer": None}  # see Recorder.__getstate__
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return self.stop_all()
 
     def stop_all(self) -> bool:
-        return self.fence is not None and self.fence.lost is not None
+        lost = self.fence is not None and self.fence.lost is not None
+        return lost or (self.writer is not None and self.writer.over_bound)
 
 
 @contextmanager

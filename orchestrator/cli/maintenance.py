@@ -8,8 +8,10 @@ import typer
 from orchestrator.cli.common import (
     DEFAULT_MLFLOW_URI,
     DEFAULT_RESULTS_DB,
+    DEFAULT_STORAGE,
     MlflowUri,
     ResultsDb,
+    Storage,
     SweepArg,
     console,
     error,
@@ -21,17 +23,21 @@ def sync(
     sweep: SweepArg,
     mlflow_uri: MlflowUri = DEFAULT_MLFLOW_URI,
     results_db: ResultsDb = DEFAULT_RESULTS_DB,
+    storage: Storage = DEFAULT_STORAGE,
 ) -> None:
     """Back-fill MLflow from the results store: runs, metric steps and statuses it missed.
-    It takes the sweep's lease, so it is refused while a driver runs the sweep."""
+    It takes the sweep's lease, so it is refused while a driver runs the sweep. Results a
+    driver kept in --storage while the store was away are recorded first."""
+    from orchestrator.store.pending import replay_spilled
     from orchestrator.store.repository import ResultsStore
     from orchestrator.tracking.sync import sync_mlflow
 
     with (
         exit_codes(),
         ResultsStore.open_existing(results_db) as store,
-        store.holding_lease(sweep),
+        store.holding_lease(sweep) as fence,
     ):
+        replay_spilled(store, sweep, storage, fence.epoch, console.print)
         behind = sync_mlflow(store, sweep, mlflow_uri, error)
     if behind:
         error(f"{behind} trials could not be brought up to date; is MLflow reachable?")

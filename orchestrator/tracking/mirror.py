@@ -140,6 +140,15 @@ class MlflowMirror:
             self._advance(key, run, rows[-1][0])
         return remaining
 
+    def catch_up_later(self, key: str) -> None:
+        """What the recorder could not hand over (the results store was away): the trial is
+        caught up from the store later, at its next report or in the final catch-up. MLflow's
+        own last step is asked first, since a store failure may have come between logging a
+        batch and recording its watermark."""
+        self.behind.add(key)
+        self.verified.discard(key)
+        self.had_outage = True
+
     def close_trial(self, key: str) -> None:
         """Catch up, then give the run the status the store has for the trial."""
         kill_point("trial-closing")  # the store has the trial's end; MLflow not yet
