@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import re
+
 # A problem line longer than this is cut: a value echoed back from a hostile or generated spec
 # (a YAML alias bomb, a megabyte string) must not flood the terminal.
 MAX_PROBLEM_CHARS = 400
+# The password of a URL anywhere in a text (`scheme://user:password@host`): a library's error
+# message may quote the URL it was given, credentials and all (MLflow's do).
+_URL_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@]*):[^\s/]*@")
+
+
+def without_passwords(text: str) -> str:
+    """`text` with the password of every URL in it shown as `***`, as the store's masked URLs
+    are: for every message, line and log the orchestrator writes."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
 
 
 class GapsweepError(Exception):
-    """Base of every error the orchestrator raises on purpose."""
+    """Base of every error the orchestrator raises on purpose. No password of a URL quoted in
+    its message survives (`without_passwords`)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(without_passwords(a) if isinstance(a, str) else a for a in args))
 
 
 class InputError(GapsweepError):
@@ -46,7 +61,7 @@ class SweepFailedError(GapsweepError):
 
 
 def _one_short_line(problem: str) -> str:
-    line = " ".join(problem.split())
+    line = without_passwords(" ".join(problem.split()))
     if len(line) <= MAX_PROBLEM_CHARS:
         return line
     return f"{line[: MAX_PROBLEM_CHARS - 30]}... ({len(line)} characters, cut)"

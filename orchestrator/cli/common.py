@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from orchestrator.errors import GapsweepError, InputError
+from orchestrator.errors import GapsweepError, InputError, without_passwords
 from orchestrator.settings import DEFAULT_MLFLOW_URI, DEFAULT_RESULTS_DB, DEFAULT_STORAGE
 
 __all__ = ["DEFAULT_MLFLOW_URI", "DEFAULT_RESULTS_DB", "DEFAULT_STORAGE"]
@@ -51,7 +51,9 @@ RerunFailed = Annotated[
 
 
 def error(message: str) -> None:
-    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """One error line; no password of a URL in it is shown (a library's message may quote one)."""
+    line = escape(without_passwords(message))
+    err_console.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
 
 
 @contextmanager

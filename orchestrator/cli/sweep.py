@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
+from rich.markup import escape
 
 from orchestrator.cli.common import (
     DEFAULT_MLFLOW_URI,
@@ -25,6 +26,7 @@ from orchestrator.cli.common import (
     error,
     exit_codes,
 )
+from orchestrator.errors import without_passwords
 from orchestrator.overrides import parse_overrides
 from orchestrator.settings import MAX_TRIALS_WITHOUT_YES, Services, SubmitSettings
 
@@ -187,7 +189,8 @@ def _print_outcome(outcome: SweepOutcome, mlflow_uri: str) -> None:
     if outcome.mlflow_behind:
         error(f"MLflow missed some results; run `orchestrator sync {spec.name}` once it is back")
     for t in outcome.failed:
-        err_console.print(f"[red]failed:[/] {t.name} ({t.key}): {t.error}", highlight=False)
+        why = escape(without_passwords(t.error or ""))
+        err_console.print(f"[red]failed:[/] {escape(t.name)} ({t.key}): {why}", highlight=False)
     if outcome.stopped:
         error(
             f"{len(outcome.stopped)} trials were stopped; go on with `orchestrator resume "

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.errors import without_passwords
 from orchestrator.plan import flatten
 from orchestrator.store.repository import ResultsStore
 from orchestrator.store.views import TrialView
@@ -284,5 +285,5 @@ def _behind(view: TrialView) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
+    lines = without_passwords(str(exc)).strip().splitlines()
     return lines[0][:200] if lines else type(exc).__name__
