@@ -34,6 +34,7 @@ COMMANDS: tuple[Callable[..., None], ...] = (
     results.sweeps,
     results.status,
     results.results,
+    results.series,
     results.compare,
 )
 for command in COMMANDS:

@@ -95,3 +95,16 @@ def metric_held(name: str, trials: Sequence[TrialView]) -> tuple[str, str | None
         if new is not None and any(new in t.metrics for t in trials):
             return new, f"{name}: read as {new}, the name these trials' values have now ({DOCS})"
     return name, None
+
+
+def stored_name(trial: TrialView, name: str) -> str:
+    """The name under which `trial`, as stored, keeps the rows of today's metric `name`: its
+    old name for a trial recorded before the rename, else `name`."""
+    data = trial.config.get("data")
+    data_name = data.get("name") if isinstance(data, dict) else None
+    if not isinstance(data_name, str) or any(m in trial.metrics for m in SINCE_RENAME):
+        return name
+    for old, new in RENAMED.get(data_name, {}).items():
+        if new == name and old in trial.metrics:
+            return old
+    return name

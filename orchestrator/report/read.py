@@ -1,0 +1,68 @@
+"""A stored sweep read back for a reader: its trials under today's metric names, a metric's
+step series, and the notes a reader should see. `orchestrator results`, `compare`, `series` and
+orchestrator.api all read through here; each says the notes its own way (stderr, a warning)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from orchestrator.errors import InputError
+from orchestrator.report.legacy_names import metric_held, stored_name, todays_names
+
+if TYPE_CHECKING:  # the store imports SQLAlchemy, which `results --help` does not need
+    from orchestrator.store.views import SweepView, TrialView
+
+
+@dataclass(frozen=True)
+class StoredSweep:
+    view: SweepView
+    trials: list[TrialView]  # in plan order, their metrics under today's names
+    metric: str  # the name the trials hold the metric asked for by ("" when none was asked)
+    notes: tuple[str, ...] = ()  # old names read as new ones: say so, once
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    key: str
+    name: str  # the trial's name (`temperature=0.01 seed=1`)
+    step: int
+    value: float
+
+
+def read_sweep(results_db: str, sweep: str, metric: str | None = "") -> StoredSweep:
+    """The sweep's trials from the store at `results_db`, and the name they hold `metric` by
+    (None: the sweep's own metric; "": none asked); an InputError when there is no store there
+    or no such sweep in it (naming the sweeps there are)."""
+    from orchestrator.store.repository import ResultsStore
+
+    with ResultsStore.open_existing(results_db) as store:
+        view, stored = store.sweep_and_trials(sweep)
+    return _under_todays_names(view, stored, view.metric_name if metric is None else metric)
+
+
+def read_series(results_db: str, sweep: str, metric: str) -> tuple[StoredSweep, list[SeriesPoint]]:
+    """Every trial's series of `metric` (today's name or an old one), trial by trial in plan
+    order, step by step; an InputError when no trial of the sweep reported it."""
+    from orchestrator.store.repository import ResultsStore
+
+    with ResultsStore.open_existing(results_db) as store:
+        view, stored = store.sweep_and_trials(sweep)
+        read = _under_todays_names(view, stored, metric)
+        points = [
+            SeriesPoint(t.key, t.name, step, value)
+            for t in stored
+            for step, value in store.metric_series(sweep, t.key, stored_name(t, read.metric))
+        ]
+    if not points and not any(read.metric in t.metrics for t in read.trials):
+        known = sorted({m for t in read.trials for m in t.metrics}) or ["none yet"]
+        raise InputError(
+            f"metric {metric}: no trial of sweep {sweep!r} reported it; known: {', '.join(known)}"
+        )
+    return read, points
+
+
+def _under_todays_names(view: SweepView, stored: list[TrialView], metric: str) -> StoredSweep:
+    read = todays_names(stored)
+    name, asked = metric_held(metric, read.trials) if metric else (metric, None)
+    return StoredSweep(view, read.trials, name, (*read.notes, *([asked] if asked else [])))
