@@ -60,9 +60,8 @@ class ResultsStore:
             self.schema_change = bring_schema_to_head(self.engine, url)
         except OperationalError as exc:
             self.engine.dispose()
-            raise ServiceError(
-                f"results store {mask_url(url)} is unreachable: {exc.orig}"
-            ) from None
+            reason = " ".join(str(exc.orig).split())  # psycopg's messages span lines
+            raise ServiceError(f"results store {mask_url(url)} is unreachable: {reason}") from None
 
     @classmethod
     def open_existing(cls, url: str) -> ResultsStore:
