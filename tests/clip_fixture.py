@@ -1,6 +1,7 @@
 """Small real artefacts for the pretrained-CLIP tests, made here with nothing downloaded: a tiny
 transformers CLIPModel with random weights, its image processor and a word-level tokenizer
-saved with save_pretrained, and a folder of PNG images with a captions CSV."""
+saved with save_pretrained, a folder of PNG images with a captions CSV, and a labelled folder of
+PNG images, one subfolder per class (ImageFolder's layout)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from trainers.data.shapes import caption_vocabulary, make_shapes
 
 PROJECTION_DIM = 8
 IMAGE_SIZE = 32
+# The classes of the labelled folder, named in words the tiny CLIP's tokenizer knows.
+CLASS_COLOURS = {"red_square": (220, 30, 30), "blue_square": (30, 30, 220), "green": (30, 200, 30)}
 # As in OpenAI's CLIP, end-of-text has the highest id (transformers' own pooling relies on it).
 
 
@@ -79,3 +82,18 @@ def save_caption_folder(folder: Path, n: int, seed: int = 0) -> Path:
             Image.fromarray(pixels).save(folder / f"{i:05d}.png")
             writer.writerow([f"{i:05d}.png", caption])
     return captions
+
+
+def save_labelled_folder(root: Path, per_class: int, size: int = 16) -> Path:
+    """A subfolder of `per_class` noisy single-colour PNGs (size x size) per class of
+    CLASS_COLOURS, and a file that is no image, which the folder data set must skip."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, colour in CLASS_COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 20, (size, size, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
+    (root / "green" / "notes.txt").write_text("not an image")
+    return root

@@ -7,31 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from orchestrator.store.repository import ResultsStore
-from tests.clip_fixture import save_tiny_clip
+from tests.clip_fixture import save_labelled_folder, save_tiny_clip
 from tests.helpers import orchestrator
 from trainers.config import ImageFolderDataConfig
 from trainers.data.image_folder import make_image_folder
 from trainers.errors import DataError
 
-COLOURS = {"red_square": (220, 30, 30), "blue_square": (30, 30, 220), "green": (30, 200, 30)}
-
-
-def write_folder(root: Path, per_class: int) -> Path:
-    rng = np.random.default_rng(0)
-    for name, colour in COLOURS.items():
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 20, (16, 16, 3)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
-    (root / "green" / "notes.txt").write_text("not an image")
-    return root
-
 
 def test_pairs_captions_and_prompts_of_a_labelled_folder(tmp_path: Path) -> None:
-    root = write_folder(tmp_path / "folder", per_class=10)
+    root = save_labelled_folder(tmp_path / "folder", per_class=10)
     config = ImageFolderDataConfig(root=str(root), n_eval=9, image_size=16)
     data = make_image_folder(config, seed=0)
     assert data.class_names == ("blue square", "green", "red square")  # sorted, _ as space
@@ -64,13 +50,13 @@ def torch_equal(x: object, y: object) -> bool:
 def test_bad_folders_and_templates_are_validation_errors(
     tmp_path: Path, change: dict[str, object], fragment: str
 ) -> None:
-    root = write_folder(tmp_path / "folder", per_class=4)
+    root = save_labelled_folder(tmp_path / "folder", per_class=4)
     with pytest.raises(ValueError, match=fragment.replace("{", r"\{").replace("}", r"\}")):
         ImageFolderDataConfig.model_validate({"root": str(root)} | change)
 
 
 def test_too_few_images_is_a_data_error(tmp_path: Path) -> None:
-    root = write_folder(tmp_path / "folder", per_class=4)
+    root = save_labelled_folder(tmp_path / "folder", per_class=4)
     with pytest.raises(DataError, match="12 images cannot give"):
         make_image_folder(ImageFolderDataConfig(root=str(root), n_eval=64), seed=0)
 
@@ -78,7 +64,7 @@ def test_too_few_images_is_a_data_error(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_pretrained_clip_measured_on_a_labelled_folder(tmp_path: Path) -> None:
     clip = save_tiny_clip(tmp_path / "clip")
-    root = write_folder(tmp_path / "folder", per_class=12)
+    root = save_labelled_folder(tmp_path / "folder", per_class=12)
     spec = tmp_path / "zero_shot.yaml"
     spec.write_text(
         "name: zero_shot\n"

@@ -13,6 +13,7 @@ import torch
 from orchestrator.result import CONTRACT_KEYS, Placement, TrialResult, check_declared
 from orchestrator.store.repository import ResultsStore
 from orchestrator.trainer_registry import TRAINERS
+from tests.clip_fixture import save_labelled_folder
 from tests.helpers import orchestrator
 from trainers.config import TrialConfig
 from trainers.dual_encoder import train_dual_encoder
@@ -20,10 +21,14 @@ from trainers.reports import CUDA_METRICS, DUAL_ENCODER_METRICS
 
 
 def test_the_dual_encoder_reports_every_name_it_declares_and_no_other(
-    tiny_base: dict[str, Any],
+    tiny_base: dict[str, Any], tmp_path: Path
 ) -> None:
     tiny_base["data"]["backgrounds"] = 2  # groups: worst_group_acc and group_acc_spread
     tiny_base["eval"]["shift_lambdas"] = [-0.5, 0.0, 0.5]  # the shift metrics, at the end
+    root = save_labelled_folder(tmp_path / "folder", per_class=3)  # the folder_* metrics
+    size = tiny_base["data"]["image_size"]
+    folder = {"root": str(root), "image_size": size, "n_eval": 8, "loader_workers": 0}
+    tiny_base["eval"]["folder"] = folder
     reported: set[str] = set()
     train_dual_encoder(TrialConfig.model_validate(tiny_base), lambda s, m: reported.update(m))
     on_a_gpu = torch.cuda.is_available()  # `auto` takes it here, outside a runner

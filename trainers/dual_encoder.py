@@ -4,9 +4,9 @@ downstream quality through one callback."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,12 +15,7 @@ from torch import nn
 
 from trainers.batches import units
 from trainers.checkpoint import CheckpointHook, TrainState
-from trainers.config import (
-    ClipPretrainedTowerConfig,
-    PretrainedTextTowerConfig,
-    TrialConfig,
-    steps_for,
-)
+from trainers.config import TrialConfig, steps_for
 from trainers.data.paired import InputSpec, PairedData, PairedSplit
 from trainers.data.registry import make_data
 from trainers.device import (
@@ -33,6 +28,7 @@ from trainers.device import (
 from trainers.embedding_cache import eval_embeddings, frozen_key, towers_frozen
 from trainers.errors import DataError, NonFiniteLossError
 from trainers.evaluate import ClassEmbeddings, Embeddings, class_embeddings, evaluate
+from trainers.evaluate_folder import FolderInputs, folder_metrics
 from trainers.evaluate_shift import heldout_shift, shift_summary, shift_table
 from trainers.inputs import TowerInputs, image_layout, train_batches
 from trainers.loss import Temperature, contrastive_loss
@@ -99,14 +95,16 @@ def _train(
         _load(model, optimiser, resumed)
         first = resumed.step + 1
     inputs = TowerInputs.on_device(data, model.image, device)
+    folder = FolderInputs.of(config, data, device)
     steps = steps_for(config, units(len(data.train), data.train.items))
     # Towers that do not change embed the eval data once, for every trial that shares them.
     frozen = steps == 0 or towers_frozen(model.image, model.text)
     towers = config.model.image.model_dump_json() + config.model.text.model_dump_json()
     key = frozen_key(model.image, model.text, inputs, towers) if frozen else None
+    evaluate_now = functools.partial(_evaluate, model, inputs, folder, data, config, key)
     last: _Evaluation | None = None
     if resumed is None:
-        last = _evaluate(model, inputs, data, config, key, final=steps == 0)
+        last = evaluate_now(final=steps == 0)
         _checkpoint_and_report(0, last, model, optimiser, report, checkpoint)
     losses = _LossWindow()
     model.train(True)
@@ -115,12 +113,12 @@ def _train(
         losses.add(step, train_step(model, optimiser, batch_a, batch_b))
         if step % config.eval.every_steps == 0 or step == steps:
             train_loss = losses.mean_of_finite()  # NonFiniteLossError names the first bad step
-            last = _evaluate(model, inputs, data, config, key, final=step == steps)
+            last = evaluate_now(final=step == steps)
             last.metrics["train_loss"] = train_loss
             _checkpoint_and_report(step, last, model, optimiser, report, checkpoint)
             model.train(True)
     if last is None:  # resumed at the final step: nothing left to train
-        last = _evaluate(model, inputs, data, config, key, final=True)
+        last = evaluate_now(final=True)
     return TrainResult(steps=steps, metrics=last.metrics, embeddings=last.embeddings)
 
 
@@ -232,15 +230,11 @@ class _LossWindow:
 
 def load_data(config: TrialConfig) -> PairedData:
     """The trial's data, with captions re-tokenised for a pretrained text tower."""
-    from trainers.towers.pretrained import pretrained_folder, retokenize
+    from trainers.towers.pretrained import retokenize, tokenizer_folder
 
     data = make_data(config.data, config.seed)
-    text = config.model.text
-    if isinstance(text, PretrainedTextTowerConfig):
-        data = retokenize(data, pretrained_folder(text))
-    elif isinstance(text, ClipPretrainedTowerConfig) and text.path is not None:
-        data = retokenize(data, Path(text.path).expanduser())
-    return data
+    folder = tokenizer_folder(config.model.text)
+    return data if folder is None else retokenize(data, folder)
 
 
 @dataclass
@@ -306,12 +300,14 @@ def build_model(
 def _evaluate(
     model: DualModel,
     inputs: TowerInputs,
+    folder: FolderInputs | None,
     data: PairedData,
     config: TrialConfig,
     cache_key: str | None,
     final: bool,
 ) -> _Evaluation:
-    """Every eval metric; `cache_key` names the embeddings of towers that do not change."""
+    """Every eval metric, the folder's with `eval.folder`; `cache_key` names the embeddings
+    of towers that do not change."""
     model.train(False)
     device = inputs.device
     class_b = None
@@ -324,6 +320,8 @@ def _evaluate(
     scale = model.temperature.scale()
     metrics = evaluate(emb, data.eval, class_b, scale, config.optim.batch_size)
     metrics["temperature"] = model.temperature.value()
+    if folder is not None:
+        metrics |= folder_metrics(model.image, model.text, folder, inputs, batch, cache_key)
     metrics |= peak_memory_gb(device)
     arrays = _arrays(emb, data, class_b) if final else None
     if arrays is not None and config.eval.shift_lambdas:

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -77,16 +78,25 @@ def eval_embeddings(
 ) -> EvalEmbeddings:
     """The eval embeddings: read from the cache under `key` where a trial left them, else
     computed (and, with a key, left there for the next)."""
+    return cached(
+        key,
+        lambda: (
+            embed_a(image, inputs, batch_size),
+            embed_b(text, inputs.eval_b, batch_size),
+            None if inputs.class_b is None else embed_b(text, inputs.class_b, batch_size),
+        ),
+    )
+
+
+def cached(key: str | None, compute: Callable[[], EvalEmbeddings]) -> EvalEmbeddings:
+    """What `compute` gives, read from the cache under `key` where a trial left it (None: no
+    cache), else computed and left there."""
     path = cache_folder() / f"{key}.pt" if key is not None else None
     if path is not None and path.is_file():
         stored = _read(path)
         if stored is not None:
             return stored
-    found = (
-        embed_a(image, inputs, batch_size),
-        embed_b(text, inputs.eval_b, batch_size),
-        None if inputs.class_b is None else embed_b(text, inputs.class_b, batch_size),
-    )
+    found = compute()
     if path is not None:
         _write(path, found)
     return found

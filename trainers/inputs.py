@@ -11,7 +11,7 @@ from torch import nn
 
 from trainers.batches import batches
 from trainers.config import TrialConfig
-from trainers.data.image_files import ImageFiles
+from trainers.data.image_files import ImageFiles, in_order
 from trainers.data.paired import InputSpec, PairedData
 from trainers.device import to_device
 from trainers.evaluate import embed, embed_tokens
@@ -90,10 +90,14 @@ def embed_a(tower: nn.Module, inputs: TowerInputs, batch_size: int) -> torch.Ten
     images = inputs.eval_a
     if not isinstance(images, ImageFiles):
         return embed(tower, images, batch_size)
-    rows = [
-        list(range(s, min(s + batch_size, len(images)))) for s in range(0, len(images), batch_size)
-    ]
-    loader = images.loader(rows, pin=inputs.device.type == "cuda")
+    return embed_files(tower, images, inputs, batch_size)
+
+
+def embed_files(
+    tower: nn.Module, images: ImageFiles, inputs: TowerInputs, batch_size: int
+) -> torch.Tensor:
+    """Tower a's embeddings of images streamed from disk in batches, as CPU float32."""
+    loader = images.loader(in_order(len(images), batch_size), pin=inputs.device.type == "cuda")
     with torch.inference_mode():
         parts = [tower(inputs.arrived(batch)).float() for batch in loader]
     return torch.cat(parts).cpu()

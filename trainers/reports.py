@@ -14,6 +14,15 @@ from trainers.gap.stream import STREAMING_METRICS
 # Only a trial on a GPU has these (trainers/device.py).
 CUDA_METRICS: tuple[str, ...] = ("gpu_peak_memory_gb",)
 
+# With eval.folder, at every evaluation, on the labelled folder's held-out images and its
+# classes' prompts (trainers/evaluate_folder.py): names that say they count the folder.
+FOLDER_METRICS: tuple[str, ...] = (
+    "folder_zero_shot_acc",  # nearest class prompt ensemble
+    "folder_gap_norm",  # each image against its class's prompt ensemble
+    "folder_centroid_cosine",
+    "folder_paired_cosine",
+)
+
 # At step 0 and every eval.every_steps steps, on the held-out split (trainers/evaluate.py).
 DUAL_ENCODER_METRICS: tuple[str, ...] = (
     "loss",
@@ -39,6 +48,7 @@ DUAL_ENCODER_METRICS: tuple[str, ...] = (
     "shift_heldout_gain",
     "shift_heldout_gain_low",
     "shift_heldout_gain_high",
+    *FOLDER_METRICS,
     *CUDA_METRICS,
 )
 

@@ -15,7 +15,12 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from trainers.config.base import FrozenModel, added_field
 from trainers.config.clip_folder import fill_from_clip_folder, read_clip_folder
-from trainers.config.data import DataConfig, ShapesDataConfig
+from trainers.config.data import (
+    DataConfig,
+    ImageFolderDataConfig,
+    ImageTextDataConfig,
+    ShapesDataConfig,
+)
 from trainers.config.pairs import PairName, apply_pair
 from trainers.config.towers import (
     ClipPretrainedTowerConfig,
@@ -164,6 +169,33 @@ class EvalConfig(FrozenModel):
     shift_lambdas: tuple[float, ...] = Field(
         (), max_length=101, description="gap shifts lambda evaluated after training (Table 1)"
     )
+    folder: ImageFolderDataConfig | None = added_field(
+        None,
+        description="a labelled image folder (one subfolder per class) on whose n_eval held-out"
+        " images every evaluation also reports zero-shot accuracy and the gap (folder_*"
+        " metrics), whatever the trial trains on",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _folder_has_root(cls, raw: Any) -> Any:
+        folder = raw.get("folder") if isinstance(raw, dict) else None
+        if isinstance(folder, dict) and folder.get("root") is None:
+            # A shipped spec names the folder's settings and leaves its path to the user.
+            raise ValueError(
+                "folder: needs root, a folder of class subfolders of images"
+                " (--set eval.folder.root=FOLDER; --set eval.folder=null for no folder)"
+            )
+        return raw
+
+    @model_validator(mode="after")
+    def _folder_trains_nothing(self) -> EvalConfig:
+        if self.folder is not None and self.folder.n_train is not None:
+            raise ValueError(
+                "folder.n_train: the evaluation folder trains nothing; leave it out and set"
+                " folder.n_eval, the held-out images it is measured on"
+            )
+        return self
 
 
 class TrialConfig(FrozenModel):
@@ -186,6 +218,27 @@ class TrialConfig(FrozenModel):
         if isinstance(raw, dict) and raw.get("pair") is not None:
             raw = apply_pair(raw)
         return fill_from_clip_folder(raw) if isinstance(raw, dict) else raw
+
+    @model_validator(mode="after")
+    def _folder_fits_the_towers(self) -> TrialConfig:
+        folder = self.eval.folder
+        if folder is None:
+            return self
+        if not isinstance(
+            self.data, ShapesDataConfig | ImageTextDataConfig | ImageFolderDataConfig
+        ):
+            raise ValueError(
+                f"eval.folder: zero-shot on images needs a trial on images with captions"
+                f" (shapes, image_text, image_folder), not {self.data.name}"
+            )
+        size = self.data.image_size
+        resizes = isinstance(self.model.image, ClipPretrainedTowerConfig)  # its own processor
+        if folder.image_size != size and not resizes:
+            raise ValueError(
+                f"eval.folder.image_size {folder.image_size}: the image tower reads images of"
+                f" data.image_size {size}; set eval.folder.image_size={size}"
+            )
+        return self
 
     @property
     def init_seed(self) -> int:

@@ -6,17 +6,21 @@ Each image is paired with a caption naming its class in one of the prompt templa
 with the seed), and any image of the same class is a hit in retrieval. Zero-shot
 classification prompts each class with every template, averaged as CLIP's prompt ensembles
 are ("a photo of a {}." ...), so a pretrained CLIP measured here gives its zero-shot accuracy
-on the user's own classes.
+on the user's own classes. `held_out_folder` gives the same held-out images and prompts to a
+trial that trains on other data and measures the folder beside it (`eval.folder`,
+trainers/evaluate_folder.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from trainers.config import ImageFolderDataConfig
-from trainers.data.image_files import check_readable, image_source
+from trainers.data.image_files import ImageFiles, check_readable, image_source
 from trainers.data.paired import (
     InputSpec,
     PairedData,
@@ -42,8 +46,7 @@ def class_name(folder: Path) -> str:
 
 def make_image_folder(config: ImageFolderDataConfig, seed: int) -> PairedData:
     root = Path(config.root).expanduser()
-    folders = class_folders(root)
-    files = [(f, k) for k, folder in enumerate(folders) for f in _images(folder)]
+    files, names = labelled_files(config)
     n = len(files)
     n_train = n - config.n_eval if config.n_train is None else config.n_train
     if n_train < 2 or n_train + config.n_eval > n:
@@ -51,8 +54,7 @@ def make_image_folder(config: ImageFolderDataConfig, seed: int) -> PairedData:
             f"{root}: {n} images cannot give n_train {n_train} and n_eval {config.n_eval}"
         )
     check_readable(f for f, _ in files)
-    names = [class_name(f) for f in folders]
-    prompts = [[[t.format(name) for t in config.templates]] for name in names]
+    prompts = [[list(phrasings)] for phrasings in class_prompts(config, names)]
     tokenizer = WordTokenizer.from_texts([p for per_class in prompts for p in per_class[0]])
     ensemble = PromptEnsemble.of(tokenizer, prompts)
     order = held_out_order(n, seed)
@@ -74,6 +76,53 @@ def make_image_folder(config: ImageFolderDataConfig, seed: int) -> PairedData:
         class_names=tuple(names),
         tokenizer=tokenizer,
     ).with_prompts(ensemble)
+
+
+@dataclass(frozen=True)
+class HeldOutFolder:
+    """A labelled folder as an evaluation set of a trial that trains on other data
+    (`eval.folder`): its held-out images, streamed, their classes, and every class's prompts."""
+
+    images: ImageFiles
+    labels: torch.Tensor  # (images,) int64, class k the k-th subfolder
+    class_names: tuple[str, ...]
+    prompts: tuple[str, ...]  # each class in every template, class by class
+    prompt_class: torch.Tensor  # (prompts,) int64
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def held_out_folder(config: ImageFolderDataConfig, seed: int) -> HeldOutFolder:
+    """The folder's `n_eval` held-out images: those the `image_folder` data set of the same
+    folder and seed holds out, so both measure the same images."""
+    files, names = labelled_files(config)
+    n = len(files)
+    if config.n_eval > n:
+        root = Path(config.root).expanduser()
+        raise DataError(f"{root}: {n} images cannot give n_eval {config.n_eval}")
+    idx = held_out_order(n, seed)[n - config.n_eval :].tolist()
+    check_readable(files[i][0] for i in idx)
+    prompts = class_prompts(config, names)
+    return HeldOutFolder(
+        images=image_source([files[i][0] for i in idx], config),
+        labels=torch.tensor([files[i][1] for i in idx], dtype=torch.int64),
+        class_names=tuple(names),
+        prompts=tuple(p for phrasings in prompts for p in phrasings),
+        prompt_class=torch.tensor([k for k, ps in enumerate(prompts) for _ in ps]),
+    )
+
+
+def labelled_files(config: ImageFolderDataConfig) -> tuple[list[tuple[Path, int]], list[str]]:
+    """Every image of the folder with its class, and the class names, in class order."""
+    folders = class_folders(Path(config.root).expanduser())
+    files = [(f, k) for k, folder in enumerate(folders) for f in _images(folder)]
+    return files, [class_name(f) for f in folders]
+
+
+def class_prompts(config: ImageFolderDataConfig, names: list[str]) -> list[list[str]]:
+    """Each class named in every template: the phrasings its ensemble averages."""
+    return [[t.format(name) for t in config.templates] for name in names]
 
 
 def _images(folder: Path) -> list[Path]:

@@ -4,6 +4,7 @@ re-tokenisation of a data set's captions with that model's own tokenizer."""
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainers.config import PretrainedTextTowerConfig
+from trainers.config import ClipPretrainedTowerConfig, PretrainedTextTowerConfig, TowerConfig
 from trainers.data.paired import InputSpec, PairedData
 from trainers.errors import DataError
 from trainers.towers.attention import PAD_ID, attention_bias
@@ -68,22 +69,45 @@ class PretrainedTextTower(nn.Module):
         return F.normalize(self.proj(pooled), dim=-1)
 
 
+def tokenizer_folder(tower: TowerConfig) -> Path | None:
+    """The folder whose tokenizer encodes a text tower's inputs (pretrained_text,
+    clip_pretrained); None for a tower that reads the data set's own word ids."""
+    if isinstance(tower, PretrainedTextTowerConfig):
+        return pretrained_folder(tower)
+    if isinstance(tower, ClipPretrainedTowerConfig) and tower.path is not None:
+        return Path(tower.path).expanduser()
+    return None
+
+
 def retokenize(data: PairedData, folder: Path) -> PairedData:
     """The data with tower b's inputs re-encoded by the tokenizer of the pretrained model in
     `folder` (pretrained_text, clip_pretrained), padded to the longest caption it can read."""
-    from transformers import AutoTokenizer
-
     if data.train.b_texts is None or data.eval.b_texts is None:
         raise DataError(f"{folder}: a pretrained text tower reads captions; this data has none")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     texts = [*data.train.b_texts, *data.eval.b_texts, *(data.class_texts or ())]
-    longest = max(len(ids) for ids in tokenizer(texts)["input_ids"])
+    encode, spec = _encoder(folder, texts)
+    classes = encode(data.class_texts) if data.class_texts else None
+    return data.with_b_inputs(encode(data.train.b_texts), encode(data.eval.b_texts), spec, classes)
+
+
+def pretrained_tokens(folder: Path, texts: Sequence[str]) -> torch.Tensor:
+    """`texts` encoded as retokenize encodes captions (an evaluation folder's class prompts)."""
+    encode, _ = _encoder(folder, texts)
+    return encode(texts)
+
+
+def _encoder(
+    folder: Path, texts: Sequence[str]
+) -> tuple[Callable[[Sequence[str]], torch.Tensor], InputSpec]:
+    """The folder's tokenizer padding to the longest of `texts` it can read, and its spec."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    longest = max(len(ids) for ids in tokenizer(list(texts))["input_ids"])
     length = min(longest, int(tokenizer.model_max_length))  # CLIP reads 77 tokens at most
 
-    def encode(batch: tuple[str, ...]) -> torch.Tensor:
+    def encode(batch: Sequence[str]) -> torch.Tensor:
         out = tokenizer(list(batch), padding="max_length", max_length=length, truncation=True)
         return torch.tensor(out["input_ids"], dtype=torch.int64)
 
-    classes = encode(data.class_texts) if data.class_texts else None
-    spec = InputSpec("tokens", (length,), vocab_size=int(tokenizer.vocab_size))
-    return data.with_b_inputs(encode(data.train.b_texts), encode(data.eval.b_texts), spec, classes)
+    return encode, InputSpec("tokens", (length,), vocab_size=int(tokenizer.vocab_size))
