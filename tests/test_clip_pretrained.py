@@ -11,11 +11,18 @@ import pytest
 import torch
 
 from orchestrator.store.repository import ResultsStore
-from tests.clip_fixture import IMAGE_SIZE, PROJECTION_DIM, save_caption_folder, save_tiny_clip
+from tests.clip_fixture import (
+    IMAGE_SIZE,
+    PROJECTION_DIM,
+    save_caption_folder,
+    save_labelled_folder,
+    save_tiny_clip,
+)
 from tests.helpers import SWEEPS, mlflow_runs, orchestrator
 from trainers.config import TrialConfig
 from trainers.data.paired import InputSpec
 from trainers.dual_encoder import build_model, make_optimiser
+from trainers.reports import FOLDER_METRICS
 from trainers.towers.registry import build_tower
 
 TEMPERATURE = 0.05  # the tiny CLIP's learned temperature: logit_scale = ln 20
@@ -147,6 +154,31 @@ def test_bad_folders_and_mismatches_are_one_line_each(
     assert len(lines) == 1 and fragment in lines[0], lines
 
 
+@pytest.mark.parametrize(
+    ("setting", "fragment"),
+    [
+        ("eval.folder.root={missing}", "base.eval.folder: root {missing}: no such folder"),
+        (None, "base.eval: folder: needs root"),
+        ("eval.folder=null", None),  # the spec's header: no labelled folder, no folder metrics
+    ],
+)
+def test_a_bad_or_missing_eval_folder_root_is_one_line_and_null_is_no_folder(
+    files: tuple[Path, Path], tmp_path: Path, setting: str | None, fragment: str | None
+) -> None:
+    clip, captions = files
+    missing = tmp_path / "nope"
+    sets = [f"model.image.path={clip}", f"data.captions={captions}"]
+    sets += [setting.format(missing=missing)] if setting else []
+    args = [arg for s in sets for arg in ("--set", s)]
+    result = orchestrator("validate", str(SWEEPS / "clip_temperature.yaml"), *args, cwd=tmp_path)
+    if fragment is None:
+        assert result.returncode == 0, result.stderr
+        return
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and fragment.format(missing=missing) in lines[0], lines
+
+
 def shipped(name: str, clip: Path, captions: Path, *extra: str) -> list[str]:
     sets = [
         f"model.image.path={clip}",
@@ -175,15 +207,31 @@ def test_measuring_a_clip_end_to_end_takes_its_temperature(
 def test_fine_tuning_a_clip_at_six_temperatures_end_to_end(
     files: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    """The shipped spec with the paths set: trained on the caption folder, measured on the
+    labelled folder (zero-shot and gap) at every evaluation as well."""
+    labelled = save_labelled_folder(tmp_path / "labelled", per_class=4, size=IMAGE_SIZE)
+    folder = (f"eval.folder.root={labelled}", f"eval.folder.image_size={IMAGE_SIZE}",
+              "eval.folder.n_eval=12", "eval.folder.loader_workers=0")  # fmt: skip
     extra = ("data.n_eval=16", "optim.batch_size=16", "eval.every_steps=2", "optim.lr=0.0001")
-    result = orchestrator("submit", *shipped("clip_temperature.yaml", *files, *extra), cwd=tmp_path)
+    args = shipped("clip_temperature.yaml", *files, *extra, *folder)
+    result = orchestrator("submit", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     with ResultsStore(f"sqlite:///{tmp_path / 'results.db'}") as store:
         trials = store.trials("clip_temperature")
+        series = {
+            name: [step for step, _ in store.metric_series("clip_temperature", t.key, name)]
+            for t in trials[:1]
+            for name in ("gap_norm", *FOLDER_METRICS)
+        }
     assert [t.status for t in trials] == ["completed"] * 6
     assert sorted(t.metrics["temperature"] for t in trials) == pytest.approx(
         [0.01, 0.02, 0.0333, 0.05, 0.1, 1.0]
     )
+    assert all(0.0 <= t.metrics["folder_zero_shot_acc"] <= 1.0 for t in trials)
+    assert all(set(FOLDER_METRICS) <= set(t.metrics) for t in trials)
+    assert all(steps == series["gap_norm"] == [0, 2, 3] for steps in series.values())
     _, runs = mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "clip_temperature")
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 6 and all(r.info.status == "FINISHED" for r in children)
+    assert all("folder_zero_shot_acc" in r.data.metrics for r in children)
+    assert all(r.data.params["eval.folder.root"] == str(labelled) for r in children)
