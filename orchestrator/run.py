@@ -30,9 +30,9 @@ from orchestrator.errors import ServiceError
 from orchestrator.plan import Plan, Trial
 from orchestrator.progress import SweepProgress
 from orchestrator.recorder import Recorder
-from orchestrator.settings import SubmitSettings
+from orchestrator.settings import SubmitSettings, positive_setting
 from orchestrator.spec import LoadedSpec, SweepSpec
-from orchestrator.store.buffered import WAIT_ENV, WAIT_S, BufferedWriter, setting
+from orchestrator.store.buffered import WAIT_ENV, WAIT_S, BufferedWriter
 from orchestrator.store.lease import Fence
 from orchestrator.store.pending import replay_spilled
 from orchestrator.store.repository import ResultsStore
@@ -172,7 +172,7 @@ def _run_sweep(
     storage = settings.services.storage
     say = functools.partial(console.print, style="yellow")
     writer = BufferedWriter.for_sweep(store, name, storage, fence.epoch, say)
-    wait_s = setting(WAIT_ENV, WAIT_S)
+    wait_s = positive_setting(WAIT_ENV, WAIT_S)
     try:
         with Live(progress, console=console, refresh_per_second=2, transient=False):
             recorder = Recorder(writer, mirror, progress, TRAINERS[plan.spec.trainer].metrics)

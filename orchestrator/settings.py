@@ -32,3 +32,20 @@ class SubmitSettings:
     rerun_failed: bool = False  # also run trials that failed before
     yes: bool = False  # run a sweep larger than MAX_TRIALS_WITHOUT_YES
     report_dir: Path | None = None  # write the HTML report here at the end
+
+
+def positive_setting(name: str, default: float) -> float:
+    """A positive number from the environment variable `name`, else `default`; InputError
+    naming a value that is not one."""
+    from orchestrator.errors import InputError
+
+    given = os.environ.get(name)
+    if given is None:
+        return default
+    try:
+        value = float(given)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise InputError(f"{name}={given!r} is not a positive number")
+    return value

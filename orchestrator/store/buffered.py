@@ -15,12 +15,12 @@ final, and every waiting write is then discarded.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from orchestrator.errors import InputError, LeaseLostError, ServiceError
+from orchestrator.errors import LeaseLostError, ServiceError
+from orchestrator.settings import positive_setting
 from orchestrator.store.engine import TransientStoreError, tried_once
 from orchestrator.store.pending import PendingWrites, Write, spill_path
 from orchestrator.store.repository import ResultsStore
@@ -29,20 +29,6 @@ DRAIN_EVERY_S = 5.0
 IN_MEMORY_ENV, IN_MEMORY = "GAPSWEEP_PENDING_IN_MEMORY", 10_000
 MAX_ENV, MAX = "GAPSWEEP_PENDING_MAX", 200_000
 WAIT_ENV, WAIT_S = "GAPSWEEP_STORE_WAIT_S", 300.0
-
-
-def setting(name: str, default: float) -> float:
-    """A positive number from the environment, else `default`; InputError naming a bad one."""
-    given = os.environ.get(name)
-    if given is None:
-        return default
-    try:
-        value = float(given)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise InputError(f"{name}={given!r} is not a positive number")
-    return value
 
 
 class BufferedWriter:
@@ -71,9 +57,9 @@ class BufferedWriter:
         say: Callable[[str], None],
     ) -> BufferedWriter:
         """The writer of the driver holding lease `epoch`, its bounds from the environment."""
-        in_memory = int(setting(IN_MEMORY_ENV, IN_MEMORY))
+        in_memory = int(positive_setting(IN_MEMORY_ENV, IN_MEMORY))
         pending = PendingWrites(spill_path(storage.resolve(), sweep), sweep, epoch, in_memory)
-        return cls(store, pending, int(setting(MAX_ENV, MAX)), say)
+        return cls(store, pending, int(positive_setting(MAX_ENV, MAX)), say)
 
     @property
     def away(self) -> bool:

@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from orchestrator.errors import InputError, LeaseLostError, ServiceError, SweepBusyError
+from orchestrator.errors import LeaseLostError, ServiceError, SweepBusyError
+from orchestrator.settings import positive_setting
 from orchestrator.store.models import LeaseRow
 
 Sessions = Callable[[], AbstractContextManager[Session]]
@@ -79,16 +80,7 @@ class Fence:
 
 def timeout_s() -> float:
     """How long a lease without a heartbeat stays its holder's: GAPSWEEP_LEASE_TIMEOUT_S."""
-    given = os.environ.get(TIMEOUT_ENV)
-    if given is None:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(given)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise InputError(f"{TIMEOUT_ENV}={given!r} is not a positive number of seconds")
-    return value
+    return positive_setting(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
 
 
 def heartbeat_every_s(stale_after_s: float) -> float:
