@@ -9,10 +9,12 @@ DataFrames (the `frames` extra). docs/api.md is each function's contract.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,7 +137,10 @@ def submit(
     services = Services(uri, db, Path(storage), address)
     report = None if report_dir is None else Path(report_dir)
     settings = SubmitSettings(services, rerun_failed, yes, report)
-    outcome = library.submit(Path(path), settings, _console(progress), _overrides(overrides))
+    loaded_overrides, console = _overrides(overrides), _console(progress)
+    with _tune_keeps_the_cell():
+        outcome = library.submit(Path(path), settings, console, loaded_overrides)
+    _say_summary(outcome, console)
     return SubmitResult(outcome, db)
 
 
@@ -217,6 +222,34 @@ def _paths(given: str | Sequence[str]) -> list[str]:
     if not paths:
         raise InputError("compare: give at least one setting to group by")
     return paths
+
+
+@contextmanager
+def _tune_keeps_the_cell() -> Iterator[None]:
+    """Ray Tune, finding itself in a notebook, starts a reporter that clears the cell's output
+    (IPython's clear_output) even at verbose=0, where it reports nothing: the live table, and
+    whatever the cell printed before, would vanish. While the sweep runs, Tune picks the
+    reporter it uses outside notebooks, which prints nothing at verbose=0."""
+    import orchestrator.run  # noqa: F401  sets Tune's environment before Tune is imported
+
+    reporters: Any = importlib.import_module("ray.tune.progress_reporter")
+    before = getattr(reporters, "IS_NOTEBOOK", False)
+    reporters.IS_NOTEBOOK = False
+    try:
+        yield
+    finally:
+        reporters.IS_NOTEBOOK = before
+
+
+def _say_summary(outcome: SweepOutcome, console: Console) -> None:
+    """The CLI's summary table, best trial first: the live table's last frame in Jupyter may
+    be up to one refresh old."""
+    from orchestrator.progress import summary_table
+
+    spec = outcome.spec
+    rows = [(t.status, t.varied, t.metrics) for t in outcome.trials]
+    title = f"summary of {spec.name}, best {spec.metric.name} first"
+    console.print(summary_table(title, rows, spec.metric.name, spec.metric.mode))
 
 
 def _console(progress: bool) -> Console:
