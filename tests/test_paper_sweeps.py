@@ -60,37 +60,37 @@ def test_landscape_sweep_shows_the_papers_finding() -> None:
 
 
 def test_pretrain_then_finetune_grades_the_gap_across_every_temperature(tmp_path: Path) -> None:
-    """Supp. Fig. 8 by the paper's protocol, on the shipped spec: its pretrain stage, then its
-    own trials of one fine-tuning seed, each started from the stage's final checkpoint."""
+    """Supp. Fig. 8 by the paper's protocol, on the shipped spec, as its sweep runs it: the
+    pretrain stage's trials, the one with the lowest loss kept, then every fine-tuning trial
+    started from its final checkpoint. The mean final gap over the fine-tuning seeds falls as
+    tau rises (non-increasing within 0.02) and by at least 0.3 from 1/100 to 1 (issue 20)."""
     plan = expand(load_spec(SWEEPS / "temperature.yaml"))
     (stage,) = plan.stages
-    assert stage.spec.name == "temperature.pretrain"
-    (pretrain,) = stage.trials
-    assert isinstance(pretrain.config, TrialConfig)
-    assert pretrain.config.loss.temperature == 0.07 and pretrain.config.loss.learn_temperature
-    temperatures: list[float] = []
-    result = train_dual_encoder(
-        pretrain.config,
-        lambda s, m: temperatures.append(m["temperature"]),
-        FolderCheckpoints(tmp_path),
-    )
-    assert temperatures[-1] == pytest.approx(0.01)  # learned down to CLIP's clamp
-    assert result.metrics["gap_norm"] > 0.2  # with a gap left to grade
-    gaps = {}
+    assert stage.spec.name == "temperature.pretrain" and stage.spec.metric.name == "loss"
+    pretrained: dict[float, tuple[Path, float]] = {}
+    for pretrain in stage.trials:
+        assert isinstance(pretrain.config, TrialConfig)
+        assert pretrain.config.loss.temperature == 0.07 and pretrain.config.loss.learn_temperature
+        folder = tmp_path / f"pretrain-{pretrain.config.seed}"
+        result = train_dual_encoder(pretrain.config, lambda s, m: None, FolderCheckpoints(folder))
+        assert result.metrics["temperature"] < 0.02  # learned down from 0.07, toward the clamp
+        pretrained[result.metrics["loss"]] = (folder, result.metrics["temperature"])
+    best, temperature = pretrained[min(pretrained)]
+    assert temperature == pytest.approx(0.01)  # the pretraining kept is at CLIP's clamp
+    gaps: dict[float, list[float]] = {}
     for trial in plan.trials:
         assert isinstance(trial.config, TrialConfig)
         assert trial.config.model.init.warm_start is not None
         assert trial.config.model.init.warm_start.sweep == "temperature.pretrain"
-        if trial.config.seed != 1:
-            continue
         init = trial.config.model.init.model_copy(
-            update={"warm_start": None, "checkpoint": str(tmp_path)}
+            update={"warm_start": None, "checkpoint": str(best)}
         )
         model = trial.config.model.model_copy(update={"init": init})
         finetuned = train_dual_encoder(
             trial.config.model_copy(update={"model": model}), lambda s, m: None
         )
-        gaps[trial.config.loss.temperature] = finetuned.metrics["gap_norm"]
-    in_order = [gaps[t] for t in sorted(gaps)]
-    assert len(in_order) == 6
-    assert all(low > high for low, high in pairwise(in_order))
+        gaps.setdefault(trial.config.loss.temperature, []).append(finetuned.metrics["gap_norm"])
+    means = [sum(gaps[t]) / len(gaps[t]) for t in sorted(gaps)]
+    assert len(means) == 6 and all(len(g) == 3 for g in gaps.values())
+    assert all(high <= low + 0.02 for low, high in pairwise(means)), means
+    assert means[0] - means[-1] >= 0.3, means
