@@ -114,7 +114,7 @@ def query_results(url: str) -> str:
 def query_compare(url: str) -> object:
     store = ResultsStore(url)
     try:
-        return group_by(store.trials(SWEEP), "loss.temperature", "gap_norm")
+        return group_by(store.trials(SWEEP), ["loss.temperature"], "gap_norm")
     finally:
         store.close()
 

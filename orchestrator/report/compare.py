@@ -36,6 +36,8 @@ def group_by(
     """Completed trials grouped by the settings `by`, averaged over `over` (default: the seeds),
     sorted by the grouped values. Every other setting the sweep varies must be equal within a
     group, or the problem says which ones differ."""
+    if isinstance(by, str):  # one path, not its characters
+        by = [by]
     completed = [t for t in trials if t.status == "completed"]
     if not completed:
         raise InputError("the sweep has no completed trials to compare")
