@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -105,6 +106,15 @@ def _owner_command() -> tuple[list[str], int | None] | str:
     if runuser is None:
         return "running as root without runuser to run initdb as the postgres user"
     return [runuser, "-u", "postgres", "--"], uid
+
+
+@contextlib.contextmanager
+def private_postgres_or_skip() -> Iterator[PrivatePostgres]:
+    """`private_postgres`, the test skipped (with the reason) where none can be started."""
+    with private_postgres() as server:
+        if isinstance(server, str):
+            pytest.skip(server)
+        yield server
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ from tests.chaos import (
     create_database,
     launch,
     mlflow_violations,
-    private_postgres,
+    private_postgres_or_skip,
     sql_violations,
     trial_workers,
 )
@@ -370,9 +370,7 @@ class Chaos:
 
 @pytest.fixture
 def postgres() -> Iterator[PrivatePostgres]:
-    with private_postgres() as server:
-        if isinstance(server, str):
-            pytest.skip(server)
+    with private_postgres_or_skip() as server:
         yield server
 
 

@@ -19,16 +19,14 @@ from orchestrator.store.lease import Holder
 from orchestrator.store.pending import PendingWrites, Write, read_spill, replay_spilled, spill_path
 from orchestrator.store.repository import ResultsStore
 from orchestrator.store.views import NewTrial
-from tests.chaos import PrivatePostgres, create_database, private_postgres
+from tests.chaos import PrivatePostgres, create_database, private_postgres_or_skip
 
 STEPS = list(range(0, 50, 5))
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PrivatePostgres]:
-    with private_postgres() as server:
-        if isinstance(server, str):
-            pytest.skip(server)
+    with private_postgres_or_skip() as server:
         yield server
 
 

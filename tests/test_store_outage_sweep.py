@@ -31,7 +31,7 @@ from tests.chaos import (
     create_database,
     launch,
     mlflow_violations,
-    private_postgres,
+    private_postgres_or_skip,
     sql_violations,
 )
 from tests.helpers import sweep_spec, wait_for, write_spec
@@ -47,9 +47,7 @@ STEPS = list(range(0, 1537, 32))
 
 @pytest.fixture
 def postgres() -> Iterator[PrivatePostgres]:
-    with private_postgres() as server:
-        if isinstance(server, str):
-            pytest.skip(server)
+    with private_postgres_or_skip() as server:
         yield server
 
 
