@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,6 +32,20 @@ def test_the_dual_encoder_reports_every_name_it_declares_and_no_other(
     tiny_base["eval"]["folder"] = folder
     reported: set[str] = set()
     train_dual_encoder(TrialConfig.model_validate(tiny_base), lambda s, m: reported.update(m))
+    # Classes without prompts: the shift's accuracy is by class means, under its own names.
+    rng = np.random.default_rng(0)
+    pairs = tmp_path / "pairs.npz"
+    np.savez(
+        pairs, a=rng.normal(size=(80, 4)), b=rng.normal(size=(80, 6)), labels=np.arange(80) % 3
+    )
+    tiny_base["data"] = {"name": "paired_features", "path": str(pairs), "n_eval": 20}
+    tiny_base["model"] = {"embed_dim": 8, "image": {"kind": "mlp"}, "text": {"kind": "mlp"}}
+    del tiny_base["eval"]["folder"]
+    centroid: set[str] = set()
+    train_dual_encoder(TrialConfig.model_validate(tiny_base), lambda s, m: centroid.update(m))
+    assert {"shift_best_centroid_acc", "shift_heldout_centroid_acc"} <= centroid
+    assert not {n for n in centroid if "zero_shot" in n}
+    reported |= centroid
     on_a_gpu = torch.cuda.is_available()  # `auto` takes it here, outside a runner
     assert reported == set(DUAL_ENCODER_METRICS) - (set() if on_a_gpu else set(CUDA_METRICS))
 

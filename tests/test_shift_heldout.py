@@ -67,3 +67,23 @@ def test_in_sample_gain_is_never_negative_but_the_heldout_one_can_be() -> None:
         assert held["shift_heldout_gain_low"] <= 0.0 <= held["shift_heldout_gain_high"]
         gains.append(held["shift_heldout_gain"])
     assert min(gains) <= 0.0
+
+
+def test_without_prompts_the_shift_counts_class_means_and_says_so() -> None:
+    # paired_features with labels: no prompts, so each class's mean caption stands in and the
+    # names say centroid, never zero-shot.
+    arrays = embeddings(4, noise=0.6)
+    del arrays["class_b"]
+    a, b, labels = arrays["a"], arrays["b"], arrays["labels"]
+    rows = shift_table(arrays, LAMBDAS, temperature=0.01)
+    means = np.stack([b[labels == k].mean(axis=0) for k in range(10)])
+    g = unit(a.mean(axis=0) - b.mean(axis=0))
+    for row, lam in zip(rows, LAMBDAS, strict=True):
+        assert "zero_shot_acc" not in row
+        nearest = np.argmax(unit(a - lam / 2 * g) @ unit(means + lam / 2 * g).T, axis=1)
+        assert row["centroid_acc"] == pytest.approx(float(np.mean(nearest == labels)), abs=1e-12)
+    summary = shift_summary(rows)
+    assert set(summary) == {"shift_best_lambda", "shift_best_centroid_acc", "shift_centroid_gain"}
+    held = heldout_shift(arrays, LAMBDAS)
+    assert "shift_heldout_centroid_acc" in held
+    assert not [name for name in held if "zero_shot" in name]

@@ -39,12 +39,16 @@ DUAL_ENCODER_METRICS: tuple[str, ...] = (
     # groups of the data (shapes backgrounds): the fairness view of the paper's Table 2
     "worst_group_acc",
     "group_acc_spread",
-    # the gap shift of Table 1, evaluated after training (eval.shift_lambdas)
+    # the gap shift of Table 1, evaluated after training (eval.shift_lambdas); the centroid
+    # names where the data has classes but no prompts
     "shift_best_lambda",
     "shift_best_zero_shot_acc",
     "shift_zero_shot_gain",
+    "shift_best_centroid_acc",
+    "shift_centroid_gain",
     "shift_heldout_lambda",
     "shift_heldout_zero_shot_acc",
+    "shift_heldout_centroid_acc",
     "shift_heldout_gain",
     "shift_heldout_gain_low",
     "shift_heldout_gain_high",

@@ -40,7 +40,8 @@ TABLE_METRICS = (
     "gap_norm", "cone_cosine_a", "cone_cosine_b", "paired_cosine", "loss", "temperature",
     "zero_shot_acc", "centroid_acc", "recall_at_1_a2b", "class_recall_at_1_a2b",
     "worst_group_acc", "shift_best_lambda",
-    "shift_zero_shot_gain", "shift_heldout_gain", "min_loss_gap", "min_loss_shift",
+    "shift_zero_shot_gain", "shift_centroid_gain", "shift_heldout_gain", "min_loss_gap",
+    "min_loss_shift",
 )  # fmt: skip
 SHIFT_LAMBDAS = (-1.0, -0.75, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 MAP_TRIALS = 4  # 2-D maps drawn when no trials are chosen

@@ -94,21 +94,28 @@ def series_per_trial(
     return fig
 
 
+# The shift curve's accuracy: by class prompts, or by class means where the data has none.
+ACCURACIES = {"zero_shot_acc": "zero-shot", "centroid_acc": "nearest-centroid"}
+
+
 def shift_figure(curves: dict[str, list[dict[str, float]]]) -> Figure | None:
-    """Zero-shot accuracy and loss versus the shift lambda, one line per trial."""
-    if not curves or not any("zero_shot_acc" in rows[0] for rows in curves.values() if rows):
+    """Zero-shot (or, without prompts, nearest-centroid) accuracy and loss versus the shift
+    lambda, one line per trial."""
+    names = {n for rows in curves.values() if rows for n in ACCURACIES if n in rows[0]}
+    if not names:
         return None
     fig = Figure(figsize=(10, 4))
     acc_ax, loss_ax = fig.subplots(1, 2)
     for name, rows in curves.items():
         lams = [r["lambda"] for r in rows]
-        accuracy = [r.get("zero_shot_acc", math.nan) for r in rows]
+        accuracy = [next((r[n] for n in ACCURACIES if n in r), math.nan) for r in rows]
         colour = acc_ax.plot(lams, accuracy, marker=".", label=name)[0].get_color()
         if "worst_group_acc" in rows[0]:
             worst = [r["worst_group_acc"] for r in rows]
             acc_ax.plot(lams, worst, ls="--", lw=0.8, color=colour)
         loss_ax.plot(lams, [r["loss"] for r in rows], marker=".", label=name, color=colour)
-    acc_ax.set_ylabel("zero-shot accuracy (dashed: worst group)")
+    kind = " or ".join(ACCURACIES[n] for n in ACCURACIES if n in names)
+    acc_ax.set_ylabel(f"{kind} accuracy (dashed: worst group)")
     loss_ax.set_ylabel("loss")
     for ax in (acc_ax, loss_ax):
         ax.axvline(0.0, color="grey", lw=0.8)

@@ -4,8 +4,9 @@ Until the metric names said what they count (issue 20), the trainer reported on 
 image_folder, whose retrieval then counted any item of the query's class, that class-level
 recall as `recall_at_1_*`; it is `class_recall_at_1_*` now, and `recall_at_1_*` counts the
 query's own pair. On paired_features with labels (no prompts) `zero_shot_acc` was the
-nearest-centroid accuracy, `centroid_acc` now. Trials stored before keep their rows; `results`,
-`compare` and `report` read them through the one table below (docs/metrics.md shows it).
+nearest-centroid accuracy, `centroid_acc` now, and its shift metrics `shift_*_centroid_*`.
+Trials stored before keep their rows; `results`, `compare` and `report` read them through the
+one table below (docs/metrics.md shows it).
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ _CLASS_RECALL = {
 RENAMED: dict[str, dict[str, str]] = {
     "digits": _CLASS_RECALL,
     "image_folder": _CLASS_RECALL,
-    "paired_features": {"zero_shot_acc": "centroid_acc"},
+    "paired_features": {
+        "zero_shot_acc": "centroid_acc",
+        "shift_best_zero_shot_acc": "shift_best_centroid_acc",
+        "shift_zero_shot_gain": "shift_centroid_gain",
+        "shift_heldout_zero_shot_acc": "shift_heldout_centroid_acc",
+    },
 }
 # data.name -> names kept whose old count was looser than today's, with what it counted.
 LOOSER: dict[str, tuple[tuple[str, ...], str]] = {
