@@ -9,12 +9,10 @@ DataFrames (the `frames` extra). docs/api.md is each function's contract.
 
 from __future__ import annotations
 
-import importlib
 import io
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +40,7 @@ if TYPE_CHECKING:  # pandas, Ray and rich load only when a function needs them
 __all__ = [
     "PlanPreview",
     "SubmitResult",
+    "cancel",
     "compare",
     "load_spec",
     "plan",
@@ -127,39 +126,52 @@ def submit(
     yes: bool = False,
     report_dir: SpecPath | None = None,
     progress: bool = False,
+    new_version: bool = False,
 ) -> SubmitResult:
     """Run every trial of the spec not yet completed, as `orchestrator submit` does; with
-    `progress`, its live table (in Jupyter, a widget), else quietly."""
+    `progress`, its live table (in Jupyter, a widget), else quietly. A spec changed under a
+    stored sweep's name is refused unless it only adds trials or `new_version` is given."""
     from orchestrator import submit as library
 
     db = _results_db(results_db)
     uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_MLFLOW_URI
     services = Services(uri, db, Path(storage), address)
     report = None if report_dir is None else Path(report_dir)
-    settings = SubmitSettings(services, rerun_failed, yes, report)
+    settings = SubmitSettings(services, rerun_failed, yes, report, new_version)
     loaded_overrides, console = _overrides(overrides), _console(progress)
-    with _tune_keeps_the_cell():
-        outcome = library.submit(Path(path), settings, console, loaded_overrides)
+    outcome = library.submit(Path(path), settings, console, loaded_overrides)
     _say_summary(outcome, console)
     return SubmitResult(outcome, db)
 
 
-def results(sweep: str, *, results_db: str | None = None) -> pd.DataFrame:
-    """One row per trial: key, name, status, attempts, every setting by its dotted path, every
-    final metric, error."""
+def cancel(sweep: str, *, results_db: str | None = None) -> list[str]:
+    """Ask the live driver of `sweep`, wherever it runs, to stop its trials as Ctrl-C would,
+    as `orchestrator cancel` does; returns who was asked (`host pid N`)."""
+    from orchestrator import submit as library
+
+    return [f"{d.host} pid {d.pid}" for d in library.cancel(sweep, _results_db(results_db))]
+
+
+def results(
+    sweep: str, *, results_db: str | None = None, version: int | None = None
+) -> pd.DataFrame:
+    """One row per trial of a version of the sweep (the latest by default): key, name, status,
+    attempts, every setting by its dotted path, every final metric, error."""
     from orchestrator.report.frames import require, trials_frame
 
     require()
-    return trials_frame(_read(sweep, results_db, "").trials)
+    return trials_frame(_read(sweep, results_db, "", version).trials)
 
 
-def series(sweep: str, metric: str, *, results_db: str | None = None) -> pd.DataFrame:
+def series(
+    sweep: str, metric: str, *, results_db: str | None = None, version: int | None = None
+) -> pd.DataFrame:
     """A metric's step series for every trial, long: key, name, step, value."""
     from orchestrator.report.frames import require, series_frame
     from orchestrator.report.read import read_series
 
     require()
-    read, points = read_series(_results_db(results_db), sweep, metric)
+    read, points = read_series(_results_db(results_db), sweep, metric, version)
     _warn(read)
     return series_frame(points, read.metric)
 
@@ -171,6 +183,7 @@ def compare(
     over: str | Sequence[str] | None = None,
     *,
     results_db: str | None = None,
+    version: int | None = None,
 ) -> pd.DataFrame:
     """Completed trials grouped by the settings `by`, averaged over `over` (the seeds by
     default): one row per group with metric, n, mean, std, ci_low, ci_high."""
@@ -179,16 +192,18 @@ def compare(
 
     require()
     paths, averaged = _paths(by), None if over is None else _paths(over)
-    read = _read(sweep, results_db, metric)
+    read = _read(sweep, results_db, metric, version)
     groups = group_by(read.trials, paths, read.metric, averaged)
     frame = records_frame(group_records(groups, paths, read.metric))
     return frame.reindex(columns=[*paths, "metric", "n", "mean", "std", "ci_low", "ci_high"])
 
 
-def _read(sweep: str, results_db: str | None, metric: str | None) -> StoredSweep:
+def _read(
+    sweep: str, results_db: str | None, metric: str | None, version: int | None
+) -> StoredSweep:
     from orchestrator.report.read import read_sweep
 
-    read = read_sweep(_results_db(results_db), sweep, metric)
+    read = read_sweep(_results_db(results_db), sweep, metric, version)
     _warn(read, stacklevel=4)
     return read
 
@@ -222,23 +237,6 @@ def _paths(given: str | Sequence[str]) -> list[str]:
     if not paths:
         raise InputError("compare: give at least one setting to group by")
     return paths
-
-
-@contextmanager
-def _tune_keeps_the_cell() -> Iterator[None]:
-    """Ray Tune, finding itself in a notebook, starts a reporter that clears the cell's output
-    (IPython's clear_output) even at verbose=0, where it reports nothing: the live table, and
-    whatever the cell printed before, would vanish. While the sweep runs, Tune picks the
-    reporter it uses outside notebooks, which prints nothing at verbose=0."""
-    import orchestrator.run  # noqa: F401  sets Tune's environment before Tune is imported
-
-    reporters: Any = importlib.import_module("ray.tune.progress_reporter")
-    before = getattr(reporters, "IS_NOTEBOOK", False)
-    reporters.IS_NOTEBOOK = False
-    try:
-        yield
-    finally:
-        reporters.IS_NOTEBOOK = before
 
 
 def _say_summary(outcome: SweepOutcome, console: Console) -> None:

@@ -56,6 +56,7 @@ class Recorder(Callback):
         mirror: MlflowMirror,
         progress: SweepProgress,
         metric_names: tuple[str, ...],
+        stopping: Callable[[], bool] | None = None,
     ) -> None:
         self.trace = Trace.from_env()
         self.metric_names = metric_names  # what the sweep's trainer declares
@@ -67,6 +68,8 @@ class Recorder(Callback):
         self.placed: set[str] = set()
         self.terminal_errors: dict[str, str] = {}
         self.tags_due: dict[str, dict[str, str]] = {}  # run tags MLflow has not been given yet
+        # Whether the run's stopper is ending the sweep: Tune then ends every trial as if done.
+        self.stopping = stopping or (lambda: writer.over_bound)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config (callbacks included) for `Tuner.restore`, which gapsweep
@@ -135,9 +138,10 @@ class Recorder(Callback):
         key = trial.config["trial_key"]
         error = self.terminal_errors.pop(key, None)
         status = "completed" if error is None else "failed"
-        if self.writer.over_bound and error is None:
-            # Tune ends every trial this way when the run's stopper stops the sweep: too many
-            # results wait for the store. It goes on from its last checkpoint when resumed.
+        if error is None and self.stopping():
+            # Tune ends every trial this way when the run's stopper stops the sweep (a cancel,
+            # too many results waiting for the store). It goes on from its last checkpoint
+            # when resumed.
             status = "stopped"
         metrics = self.last_metrics.get(key, {})
         self._write("finish_trial", key, status=status, metrics=metrics, error=error)

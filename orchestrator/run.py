@@ -21,7 +21,7 @@ from typing import Any
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-from ray.tune import Callback
+from ray.tune import Callback, CLIReporter
 from ray.tune.stopper import Stopper
 from rich.console import Console
 from rich.live import Live
@@ -36,11 +36,12 @@ from orchestrator.store.buffered import WAIT_ENV, WAIT_S, BufferedWriter
 from orchestrator.store.lease import Fence
 from orchestrator.store.pending import replay_spilled
 from orchestrator.store.repository import ResultsStore
-from orchestrator.store.views import NewTrial, TrialView
+from orchestrator.store.views import NewTrial, SweepView, TrialView
 from orchestrator.tracking.client import MlflowTracker
 from orchestrator.tracking.mirror import MlflowMirror
 from orchestrator.tracking.sync import finish_parent, open_mlflow
 from orchestrator.trainer_registry import TRAINERS
+from orchestrator.versions import choose_version
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class SweepOutcome:
     skipped: int
     mlflow_behind: bool
     experiment_id: str  # the sweep's MLflow experiment, for the link to its runs
+    cancelled_by: str | None = None  # who ran `orchestrator cancel` (host, pid), and when
 
     @property
     def failed(self) -> list[TrialView]:
@@ -111,13 +113,11 @@ def _submit_holding_lease(
     fence: Fence,
 ) -> SweepOutcome:
     spec = plan.spec
-    metric = (spec.metric.name, spec.metric.mode)
     # What the last driver could not hand to the store goes in before anything is read from it.
     replay_spilled(store, spec.name, settings.services.storage, fence.epoch, console.print)
-    sweep = store.upsert_sweep(
-        spec.name, spec.trainer, loaded.text, loaded.spec_hash, metric, loaded.overrides
-    )
+    sweep = _record_sweep(store, loaded, plan, settings.new_version)
     statuses = store.register_trials(spec.name, [_new_trial(t) for t in plan.trials])
+    keys = set(statuses)
     todo = trials_to_run(plan, statuses, settings.rerun_failed)
     try:
         if todo:
@@ -145,7 +145,7 @@ def _submit_holding_lease(
     # Runs that ended while MLflow was away still need their last steps, status and artifacts.
     store.check_lease(spec.name)
     behind = mirror.sync_all() if mirror.had_outage else 0
-    views = store.trials(spec.name)
+    views = [v for v in store.trials(spec.name) if v.key in keys]  # this version's
     finish_parent(mirror, parent, views, spec.metric.name, spec.metric.mode)
     return SweepOutcome(
         spec=spec,
@@ -154,7 +154,24 @@ def _submit_holding_lease(
         skipped=len(plan.trials) - len(todo),
         mlflow_behind=bool(behind) or not mirror.healthy,
         experiment_id=mirror.experiment_id,
+        cancelled_by=fence.cancelled_by,
     )
+
+
+def _record_sweep(
+    store: ResultsStore, loaded: LoadedSpec, plan: Plan, new_version: bool
+) -> SweepView:
+    """The sweep's row and its spec's version (refused when the spec changed more than adding
+    trials, without `new_version`: orchestrator/versions.py)."""
+    spec = plan.spec
+    version = choose_version(store, loaded, plan, new_version)
+    metric = (spec.metric.name, spec.metric.mode)
+    sweep = store.upsert_sweep(
+        spec.name, spec.trainer, loaded.text, loaded.spec_hash, metric, loaded.overrides
+    )
+    written = (loaded.spec_hash, loaded.text, loaded.overrides)
+    store.versions.record(spec.name, version, written, [t.key for t in plan.trials])
+    return sweep
 
 
 def _run_sweep(
@@ -175,8 +192,10 @@ def _run_sweep(
     wait_s = positive_setting(WAIT_ENV, WAIT_S)
     try:
         with Live(progress, console=console, refresh_per_second=2, transient=False):
-            recorder = Recorder(writer, mirror, progress, TRAINERS[plan.spec.trainer].metrics)
-            _run_tune(plan, todo, settings, store, recorder, SweepStopper(fence, writer))
+            stopper = SweepStopper(fence, writer)
+            metrics = TRAINERS[plan.spec.trainer].metrics
+            recorder = Recorder(writer, mirror, progress, metrics, stopper.stop_all)
+            _run_tune(plan, todo, settings, store, recorder, stopper)
     finally:
         if writer.away:  # results still wait for the store: at most wait_s more
             with console.status("") as line:
@@ -189,8 +208,9 @@ def _run_sweep(
 
 class SweepStopper(Stopper):
     """Stops the whole Tune run once the sweep's lease is found lost (by the heartbeat thread
-    or by a refused write): another driver runs the sweep now; or once more results wait for
-    an absent results store than a sweep keeps (GAPSWEEP_PENDING_MAX)."""
+    or by a refused write): another driver runs the sweep now; once more results wait for
+    an absent results store than a sweep keeps (GAPSWEEP_PENDING_MAX); or once `orchestrator
+    cancel` asked (the heartbeat thread sees it). Tune asks at every step of its loop."""
 
     def __init__(self, fence: Fence, writer: BufferedWriter) -> None:
         self.fence: Fence | None = fence
@@ -203,8 +223,10 @@ class SweepStopper(Stopper):
         return self.stop_all()
 
     def stop_all(self) -> bool:
-        lost = self.fence is not None and self.fence.lost is not None
-        return lost or (self.writer is not None and self.writer.over_bound)
+        fence, writer = self.fence, self.writer
+        if fence is not None and (fence.lost is not None or fence.cancelled_by is not None):
+            return True
+        return writer is not None and writer.over_bound
 
 
 @contextmanager
@@ -288,6 +310,9 @@ def _run_tune(
             callbacks=[recorder],
             stop=stopper,
             verbose=0,
+            # Named, not detected: in a notebook Tune would pick a reporter that clears the
+            # cell's output (the live table with it) even at verbose=0, where it says nothing.
+            progress_reporter=CLIReporter(),
             # The latest checkpoint resumes a retry; the one before stays as a fallback.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),

@@ -32,6 +32,7 @@ class SubmitSettings:
     rerun_failed: bool = False  # also run trials that failed before
     yes: bool = False  # run a sweep larger than MAX_TRIALS_WITHOUT_YES
     report_dir: Path | None = None  # write the HTML report here at the end
+    new_version: bool = False  # a changed spec starts the sweep's next version (versions.py)
 
 
 def positive_setting(name: str, default: float) -> float:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # Ray, SQLAlchemy and rich load only when a command needs the
     from rich.console import Console
 
     from orchestrator.run import SweepOutcome
+    from orchestrator.store.lease import Driver
 
 Overrides = Mapping[str, Any] | None  # `--set` path -> value (orchestrator/overrides.py)
 
@@ -80,6 +81,27 @@ def resume(sweep: str, settings: SubmitSettings, console: Console) -> SweepOutco
     return _run_with_report(loaded, settings, console)
 
 
+def cancel(sweep: str, results_db: str) -> list[Driver]:
+    """Ask the live driver of `sweep` (and of its stages), on whatever host it runs, to stop its
+    trials as Ctrl-C would: through the results store, which its heartbeat thread reads every
+    second. Returns the drivers asked; an InputError when none is live."""
+    import os
+    import socket
+
+    from orchestrator.errors import InputError
+    from orchestrator.store.repository import ResultsStore
+
+    with ResultsStore.open_existing(results_db) as store:
+        asked = store.drivers.cancel(sweep, f"{socket.gethostname()} pid {os.getpid()}")
+        known = store.get_sweep(sweep) is not None
+    if not asked:
+        what = "has no live driver" if known else "is not in the results store"
+        raise InputError(
+            f"sweep {sweep!r} {what}: nothing to cancel (`orchestrator sweeps` lists live drivers)"
+        )
+    return asked
+
+
 def _run_with_report(
     loaded: LoadedSpec, settings: SubmitSettings, console: Console
 ) -> SweepOutcome:
@@ -105,6 +127,12 @@ def _run_stage(
     console.print(f"[bold]stage {stage.spec.name}[/] (the trials of {sweep} start from its best)")
     outcome = _run(stage, plan, settings, console)
     unfinished = len(outcome.failed) + len(outcome.stopped)
+    if outcome.cancelled_by is not None:
+        raise SweepFailedError(
+            f"stage {stage.spec.name} was cancelled by `orchestrator cancel` "
+            f"({outcome.cancelled_by}), so the trials of {sweep} did not start; go on with "
+            f"`orchestrator submit` of the spec"
+        )
     if unfinished:
         raise SweepFailedError(
             f"stage {stage.spec.name}: {unfinished} of {len(outcome.trials)} trials did not "

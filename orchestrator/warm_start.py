@@ -56,6 +56,10 @@ def checkpoint_of(store: ResultsStore, sweep: str, trial: str) -> str:
         trials = store.trials(sweep)
     except InputError:
         raise SpecError(f"{where} is not in the results store; submit that sweep first") from None
+    latest = store.versions.get(sweep)  # the best of the sweep as it is now, not of old edits
+    if latest is not None and trial == BEST:
+        current = set(latest.keys)
+        trials = [t for t in trials if t.key in current]
     chosen = _best(trials, view.metric_name, view.metric_mode, where) if trial == BEST else None
     if chosen is None:
         chosen = next((t for t in trials if t.key == trial), None)

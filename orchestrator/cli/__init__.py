@@ -28,6 +28,7 @@ COMMANDS: tuple[Callable[..., None], ...] = (
     sweep.plan,
     sweep.submit,
     sweep.resume,
+    sweep.cancel,
     maintenance.sync,
     analyze,
     report,

@@ -45,6 +45,15 @@ Set = Annotated[
         show_default=False,
     ),
 ]
+Version = Annotated[
+    int | None,
+    typer.Option(
+        "--version",
+        min=1,
+        help="read this version of the sweep's spec [default: the latest]",
+        show_default=False,
+    ),
+]
 RerunFailed = Annotated[
     bool, typer.Option("--rerun-failed", help="also run trials that failed before")
 ]

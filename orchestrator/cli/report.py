@@ -13,6 +13,7 @@ from orchestrator.cli.common import (
     MlflowUri,
     ResultsDb,
     SweepArg,
+    Version,
     console,
     err_console,
     exit_codes,
@@ -32,13 +33,14 @@ def report(
     no_mlflow: Annotated[
         bool, typer.Option("--no-mlflow", help="do not log the PNGs to the MLflow parent run")
     ] = False,
+    version: Version = None,
 ) -> None:
     """Write an HTML report with the sweep's figures; log the PNGs to its MLflow parent run."""
     from orchestrator.report.build import write_report
 
     with exit_codes():
         written, logged = write_report(
-            sweep, out, results_db, None if no_mlflow else mlflow_uri, trial, _note
+            sweep, out, results_db, None if no_mlflow else mlflow_uri, trial, _note, version
         )
     console.print(f"report: {written} ({'figures logged to MLflow' if logged else 'not logged'})")
 

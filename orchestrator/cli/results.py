@@ -17,6 +17,7 @@ from orchestrator.cli.common import (
     DEFAULT_RESULTS_DB,
     ResultsDb,
     SweepArg,
+    Version,
     console,
     err_console,
     exit_codes,
@@ -28,8 +29,10 @@ from orchestrator.report.records import records_csv, trial_record
 
 if TYPE_CHECKING:
     from orchestrator.report.compare import GroupStats
+    from orchestrator.store.lease import Driver
 
-STATUSES = ("pending", "running", "completed", "failed", "stopped")
+# A trial `running` in the store whose driver is gone is shown as orphaned (shown_status).
+SHOWN_STATUSES = ("pending", "running", "orphaned", "completed", "failed", "stopped")
 
 
 class OutputFormat(StrEnum):
@@ -57,10 +60,12 @@ Out = Annotated[
 ]
 
 
-def _read(results_db: str, sweep: str, metric: str | None = "") -> StoredSweep:
-    """The sweep under today's metric names; a note on stderr, once, where an old name is read
-    as a new one."""
-    read = read_sweep(results_db, sweep, metric)
+def _read(
+    results_db: str, sweep: str, metric: str | None = "", version: int | None = None
+) -> StoredSweep:
+    """A version of the sweep (the latest by default) under today's metric names; a note on
+    stderr, once, where an old name is read as a new one or the sweep has several versions."""
+    read = read_sweep(results_db, sweep, metric, version)
     _say_notes(read)
     return read
 
@@ -105,29 +110,62 @@ def _json(records: list[dict[str, Any]], out: Path | None) -> str:
 
 
 def sweeps(results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
-    """List the sweeps in the results store with their trials by status."""
+    """List the sweeps in the results store: the trials of each one's latest version by status,
+    and its live driver (host, pid, since, last heartbeat). A trial left `running` by a driver
+    that is gone shows as orphaned: `orchestrator resume` runs it again."""
+    from orchestrator.report.read import version_trials
     from orchestrator.store.repository import ResultsStore
 
     with exit_codes(), ResultsStore.open_existing(results_db) as store:
-        rows = [(s, store.trials(s.name)) for s in store.list_sweeps()]
+        drivers = {d.sweep: d for d in store.drivers.live()}
+        rows = [
+            (
+                s,
+                max(store.versions.numbers(s.name), default=1),
+                version_trials(store, s.name, None)[1],
+            )
+            for s in store.list_sweeps()
+        ]
     table = Table(title=f"{len(rows)} sweeps", title_justify="left")
-    for column in ("sweep", "created", "trials", *STATUSES):
-        table.add_column(column, justify="left" if column in ("sweep", "created") else "right")
-    for sweep, trials in rows:
-        counts = [sum(t.status == s for t in trials) for s in STATUSES]
+    for column in ("sweep", "version", "created", "trials", *SHOWN_STATUSES, "driver"):
+        table.add_column(
+            column, justify="right" if column not in ("sweep", "created", "driver") else "left"
+        )
+    for sweep, version, trials in rows:
+        driver = drivers.get(sweep.name)
+        shown = [shown_status(t.status, driver is not None) for t in trials]
         table.add_row(
             sweep.name,
+            str(version),
             sweep.created_at.strftime("%Y-%m-%d %H:%M"),
             str(len(trials)),
-            *(str(c) if c else "" for c in counts),
+            *(str(c) if (c := shown.count(s)) else "" for s in SHOWN_STATUSES),
+            "" if driver is None else _driver(driver),
         )
     console.print(table)
 
 
-def status(sweep: SweepArg, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
+def shown_status(status: str, driver_live: bool) -> str:
+    """A trial's status as `sweeps` and `status` show it: `running` only while a driver runs it."""
+    return "orphaned" if status == "running" and not driver_live else status
+
+
+def _driver(driver: Driver) -> str:
+    since = driver.since.strftime("%Y-%m-%d %H:%M")
+    said = f"{driver.host} pid {driver.pid}, since {since}, beat {driver.heartbeat_age_s:.0f} s ago"
+    return said + (", cancelling" if driver.cancel_requested_by else "")
+
+
+def status(
+    sweep: SweepArg, results_db: ResultsDb = DEFAULT_RESULTS_DB, version: Version = None
+) -> None:
     """Show each trial's status, attempts, where it ran, and its error."""
+    from orchestrator.store.repository import ResultsStore
+
     with exit_codes():
-        trials = read_sweep(results_db, sweep).trials
+        trials = _read(results_db, sweep, "", version).trials
+        with ResultsStore.open_existing(results_db) as store:
+            live = any(d.sweep == sweep for d in store.drivers.live())
     table = Table(title=f"sweep {sweep}: {len(trials)} trials", title_justify="left")
     for column in ("trial", "key", "status", "attempts", "step", "resumed from", "host", "error"):
         table.add_column(column)
@@ -135,7 +173,7 @@ def status(sweep: SweepArg, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
         table.add_row(
             t.name,
             t.key,
-            t.status,
+            shown_status(t.status, live),
             str(t.attempts),
             "" if t.last_step is None else str(t.last_step),
             "" if t.resumed_from_step is None else str(t.resumed_from_step),
@@ -160,13 +198,14 @@ def results(
     ] = None,
     out: Out = None,
     results_db: ResultsDb = DEFAULT_RESULTS_DB,
+    version: Version = None,
 ) -> None:
     """Print a sweep's trials with every setting and final metric from the results store."""
     from orchestrator.progress import summary_table
 
     with exit_codes():
         form = ExportFormat(_check_out(fmt, out, "table"))
-        read = _read(results_db, sweep, metric if form is ExportFormat.table else "")
+        read = _read(results_db, sweep, metric if form is ExportFormat.table else "", version)
         if form is ExportFormat.parquet and out is not None:
             from orchestrator.report.frames import trials_frame, write_parquet
 
@@ -198,6 +237,7 @@ def series(
     ] = None,
     out: Out = None,
     results_db: ResultsDb = DEFAULT_RESULTS_DB,
+    version: Version = None,
 ) -> None:
     """Export a metric's step series of every trial, one row per (trial key, step)."""
     from orchestrator.report.frames import series_records
@@ -205,7 +245,7 @@ def series(
 
     with exit_codes():
         form = SeriesFormat(_check_out(fmt, out, "csv"))
-        read, points = read_series(results_db, sweep, metric)
+        read, points = read_series(results_db, sweep, metric, version)
         _say_notes(read)
         if form is SeriesFormat.parquet and out is not None:
             from orchestrator.report.frames import series_frame, write_parquet
@@ -245,6 +285,7 @@ def compare(
     ] = OutputFormat.table,
     plot: Annotated[Path | None, typer.Option("--plot", help="write the curve as a PNG")] = None,
     results_db: ResultsDb = DEFAULT_RESULTS_DB,
+    version: Version = None,
 ) -> None:
     """Group trials by settings: mean, std and 95% t interval of a metric over the seeds (or
     --over); any other setting that varies within a group is named, not averaged away."""
@@ -254,7 +295,7 @@ def compare(
     with exit_codes():
         if plot is not None and len(paths) > 1:
             raise InputError("--plot draws one setting: give --by a single path")
-        read = _read(results_db, sweep, metric)
+        read = _read(results_db, sweep, metric, version)
         groups = group_by(read.trials, paths, read.metric, averaged)
     name = read.metric
     if form is not OutputFormat.table:

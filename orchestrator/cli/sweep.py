@@ -43,6 +43,13 @@ Yes = Annotated[
         "(GAPSWEEP_MAX_TRIALS sets the limit)",
     ),
 ]
+NewVersion = Annotated[
+    bool,
+    typer.Option(
+        "--new-version",
+        help="start the next version of a sweep whose spec changed more than adding trials",
+    ),
+]
 ReportDir = Annotated[
     Path | None, typer.Option("--report", help="write the HTML report here at the end")
 ]
@@ -123,12 +130,13 @@ def submit(
     rerun_failed: RerunFailed = False,
     yes: Yes = False,
     report_dir: ReportDir = None,
+    new_version: NewVersion = False,
 ) -> None:
     """Run a sweep: every trial not yet completed, on local Ray or the cluster at --address."""
     from orchestrator import submit as library
 
     services = Services(mlflow_uri, results_db, storage, address)
-    settings = SubmitSettings(services, rerun_failed, yes, report_dir)
+    settings = SubmitSettings(services, rerun_failed, yes, report_dir, new_version)
     with exit_codes():
         outcome = library.submit(spec, settings, console, parse_overrides(overrides or []))
     _print_outcome(outcome, mlflow_uri)
@@ -150,6 +158,22 @@ def resume(
     with exit_codes():
         outcome = library.resume(sweep, settings, console)
     _print_outcome(outcome, mlflow_uri)
+
+
+def cancel(sweep: SweepArg, results_db: ResultsDb = DEFAULT_RESULTS_DB) -> None:
+    """Stop a running sweep from any terminal, as Ctrl-C in its own would: its trials stop
+    (kept at their last checkpoint), and `orchestrator resume` goes on."""
+    from orchestrator import submit as library
+
+    with exit_codes():
+        asked = library.cancel(sweep, results_db)
+    for driver in asked:
+        console.print(
+            f"asked the driver of {driver.sweep} (process {driver.pid} on {driver.host}) to "
+            "stop its trials; it stops within seconds",
+            soft_wrap=True,
+        )
+    console.print(f"then go on with `orchestrator resume {sweep}`", soft_wrap=True)
 
 
 def mlflow_runs_page(mlflow_uri: str, experiment_id: str) -> str:
@@ -191,12 +215,14 @@ def _print_outcome(outcome: SweepOutcome, mlflow_uri: str) -> None:
     for t in outcome.failed:
         why = escape(without_passwords(t.error or ""))
         err_console.print(f"[red]failed:[/] {escape(t.name)} ({t.key}): {why}", highlight=False)
-    if outcome.stopped:
+    if outcome.cancelled_by is not None:
+        error(f"sweep {spec.name} was cancelled by `orchestrator cancel` ({outcome.cancelled_by})")
+    if outcome.stopped or outcome.cancelled_by is not None:
         error(
             f"{len(outcome.stopped)} trials were stopped; go on with `orchestrator resume "
             f"{spec.name}` (or submit the spec again)"
         )
-    if outcome.failed or outcome.stopped or outcome.mlflow_behind:
+    if outcome.failed or outcome.stopped or outcome.mlflow_behind or outcome.cancelled_by:
         if outcome.failed:
             err_console.print(f"{len(outcome.failed)} of {len(outcome.trials)} trials failed")
         raise typer.Exit(1)

@@ -30,6 +30,7 @@ from orchestrator.report.figures import (
 )
 from orchestrator.report.legacy_names import metric_held, todays_names
 from orchestrator.report.pairs import bars_by_category, categorical_setting, maps_by_category
+from orchestrator.report.read import version_trials
 from orchestrator.store.repository import ResultsStore
 from orchestrator.store.views import SweepView, TrialView
 from orchestrator.tracking.artifacts import modality_map
@@ -65,17 +66,20 @@ class Report:
 
 
 def build_report(
-    store: ResultsStore, sweep: str, out: Path, map_trials: list[str] | None = None
+    store: ResultsStore,
+    sweep: str,
+    out: Path,
+    map_trials: list[str] | None = None,
+    version: int | None = None,
 ) -> Report:
-    """Write `out/index.html` and `out/<figure>.png` for the sweep; returns their paths."""
-    stored = store.get_sweep(sweep)
-    if stored is None:
-        raise InputError(f"no sweep named {sweep!r} in the results store")
-    read = todays_names(store.trials(sweep))
+    """Write `out/index.html` and `out/<figure>.png` for version `version` of the sweep (the
+    latest when None); returns their paths."""
+    stored, of_version, said = version_trials(store, sweep, version)
+    read = todays_names(of_version)
     trials = read.trials
     metric, asked = metric_held(stored.metric_name, trials)
     view = replace(stored, metric_name=metric)
-    notes = (*read.notes, *([asked] if asked else []))
+    notes = (*said, *read.notes, *([asked] if asked else []))
     figures = collect_figures(store, view, trials, map_trials or [])
     out.mkdir(parents=True, exist_ok=True)
     pngs = []
@@ -84,7 +88,9 @@ def build_report(
         path.write_bytes(fig.png)
         pngs.append(path)
     page = out / "index.html"
-    text = render_html(view, store.spec_text(sweep), trials, figures, notes)
+    chosen = store.versions.read(sweep, version)
+    spec_text = store.stored_spec(sweep)[0] if chosen is None else chosen.spec_text
+    text = render_html(view, spec_text, trials, figures, notes)
     page.write_text(text, encoding="utf-8")
     return Report(page=page, pngs=pngs, notes=notes)
 
@@ -284,12 +290,13 @@ def write_report(
     mlflow_uri: str | None,
     trials: list[str] | None = None,
     note: Callable[[str], None] | None = None,
+    version: int | None = None,
 ) -> tuple[Path, bool]:
     """Build the report of a stored sweep and log its PNGs to the sweep's MLflow parent run
     (unless `mlflow_uri` is None); returns the page and whether MLflow got the PNGs. `note`
     is told where old metric names were read as new ones."""
     with ResultsStore.open_existing(results_db) as store:
-        built = build_report(store, sweep, out, trials)
+        built = build_report(store, sweep, out, trials, version)
         view = store.get_sweep(sweep)
     if note is not None:
         for line in built.notes:

@@ -11,6 +11,7 @@ from orchestrator.errors import InputError
 from orchestrator.report.legacy_names import metric_held, stored_name, todays_names
 
 if TYPE_CHECKING:  # the store imports SQLAlchemy, which `results --help` does not need
+    from orchestrator.store.repository import ResultsStore
     from orchestrator.store.views import SweepView, TrialView
 
 
@@ -30,25 +31,31 @@ class SeriesPoint:
     value: float
 
 
-def read_sweep(results_db: str, sweep: str, metric: str | None = "") -> StoredSweep:
-    """The sweep's trials from the store at `results_db`, and the name they hold `metric` by
-    (None: the sweep's own metric; "": none asked); an InputError when there is no store there
-    or no such sweep in it (naming the sweeps there are)."""
+def read_sweep(
+    results_db: str, sweep: str, metric: str | None = "", version: int | None = None
+) -> StoredSweep:
+    """The trials of version `version` of the sweep (the latest when None) from the store at
+    `results_db`, and the name they hold `metric` by (None: the sweep's own metric; "": none
+    asked); an InputError when there is no store there, no such sweep in it (naming the sweeps
+    there are) or no such version."""
     from orchestrator.store.repository import ResultsStore
 
     with ResultsStore.open_existing(results_db) as store:
-        view, stored = store.sweep_and_trials(sweep)
-    return _under_todays_names(view, stored, view.metric_name if metric is None else metric)
+        view, stored, said = version_trials(store, sweep, version)
+    asked = view.metric_name if metric is None else metric
+    return _under_todays_names(view, stored, asked, said)
 
 
-def read_series(results_db: str, sweep: str, metric: str) -> tuple[StoredSweep, list[SeriesPoint]]:
+def read_series(
+    results_db: str, sweep: str, metric: str, version: int | None = None
+) -> tuple[StoredSweep, list[SeriesPoint]]:
     """Every trial's series of `metric` (today's name or an old one), trial by trial in plan
     order, step by step; an InputError when no trial of the sweep reported it."""
     from orchestrator.store.repository import ResultsStore
 
     with ResultsStore.open_existing(results_db) as store:
-        view, stored = store.sweep_and_trials(sweep)
-        read = _under_todays_names(view, stored, metric)
+        view, stored, said = version_trials(store, sweep, version)
+        read = _under_todays_names(view, stored, metric, said)
         points = [
             SeriesPoint(t.key, t.name, step, value)
             for t in stored
@@ -62,7 +69,31 @@ def read_series(results_db: str, sweep: str, metric: str) -> tuple[StoredSweep, 
     return read, points
 
 
-def _under_todays_names(view: SweepView, stored: list[TrialView], metric: str) -> StoredSweep:
+def version_trials(
+    store: ResultsStore, sweep: str, version: int | None
+) -> tuple[SweepView, list[TrialView], tuple[str, ...]]:
+    """The sweep and the trials of one version of its spec (the latest when None), with a note
+    naming the version read where the sweep has several (orchestrator/versions.py)."""
+    view, stored = store.sweep_and_trials(sweep)
+    chosen = store.versions.read(sweep, version)
+    if chosen is None:
+        return view, stored, ()
+    keys = set(chosen.keys)
+    numbers = store.versions.numbers(sweep)
+    said = (
+        ()
+        if numbers == [chosen.number]
+        else (
+            f"sweep {sweep!r}: read version {chosen.number} of {max(numbers)} "
+            f"({len(keys)} trials); --version N reads another",
+        )
+    )
+    return view, [t for t in stored if t.key in keys], said
+
+
+def _under_todays_names(
+    view: SweepView, stored: list[TrialView], metric: str, said: tuple[str, ...] = ()
+) -> StoredSweep:
     read = todays_names(stored)
     name, asked = metric_held(metric, read.trials) if metric else (metric, None)
-    return StoredSweep(view, read.trials, name, (*read.notes, *([asked] if asked else [])))
+    return StoredSweep(view, read.trials, name, (*said, *read.notes, *([asked] if asked else [])))

@@ -76,6 +76,20 @@ class Fence:
     def __init__(self, sweep: str, holder: Holder, epoch: int) -> None:
         self.sweep, self.holder, self.epoch = sweep, holder, epoch
         self.lost: LeaseLostError | None = None
+        # Set by the heartbeat thread once `orchestrator cancel` asked: who asked, and when.
+        self.cancelled_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Driver:
+    """The live holder of a sweep's lease, as `orchestrator sweeps` shows it."""
+
+    sweep: str
+    host: str
+    pid: int
+    since: datetime
+    heartbeat_age_s: float
+    cancel_requested_by: str | None
 
 
 def timeout_s() -> float:
@@ -112,6 +126,7 @@ def acquire(sessions: Sessions, sweep: str, holder: Holder, stale_after_s: float
                 update(LeaseRow)
                 .where(LeaseRow.sweep_name == sweep, LeaseRow.epoch == epoch)
                 .values(epoch=LeaseRow.epoch + 1, released_at=None, **_holder_columns(holder))
+                .values(cancel_requested_at=None, cancel_requested_by=None)
             ),
         )
         if taken.rowcount != 1:  # another driver took it over first
@@ -144,20 +159,87 @@ def release(sessions: Sessions, fence: Fence) -> None:
         _touch(s, fence, {"released_at": db_now()})
 
 
-class HeartbeatThread(threading.Thread):
-    """Beats for the whole life of a lease, whatever the main thread is doing. A transient
-    store failure is tried again at the next beat; a lost lease ends the thread (the fence
-    says so to every later write)."""
+class Drivers:
+    """`store.drivers`: the live drivers of the store's sweeps, and cancelling one."""
 
-    def __init__(self, beat: Callable[[], None], every_s: float) -> None:
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
+
+    def live(self, stale_after_s: float | None = None) -> list[Driver]:
+        """Every sweep's live driver: a lease not released whose heartbeat is fresh by the
+        database's clock (GAPSWEEP_LEASE_TIMEOUT_S), and whose holder, when on this host, is
+        still running."""
+        stale = timeout_s() if stale_after_s is None else stale_after_s
+        here = socket.gethostname()
+        with self._sessions() as s:
+            rows = s.execute(select(LeaseRow, db_now()).where(LeaseRow.released_at.is_(None)))
+            found = [(row, _age_s(row, now)) for row, now in rows.all()]
+        return [
+            Driver(row.sweep_name, row.host, row.pid, _aware(row.acquired_at), age,
+                   row.cancel_requested_by)
+            for row, age in found
+            if age < stale and not (row.host == here and not _pid_alive(row.pid))
+        ]  # fmt: skip
+
+    def cancel(self, sweep: str, by: str) -> list[Driver]:
+        """Ask the live driver of `sweep` (and of its stages, `sweep.<stage>`) to stop its
+        trials, as Ctrl-C would; its heartbeat thread reads the request within CANCEL_POLL_S.
+        Returns the drivers asked: none when no driver is live."""
+        asked = [d for d in self.live() if d.sweep == sweep or d.sweep.startswith(f"{sweep}.")]
+        with self._sessions() as s:
+            for driver in asked:
+                s.execute(
+                    update(LeaseRow)
+                    .where(LeaseRow.sweep_name == driver.sweep, LeaseRow.released_at.is_(None))
+                    .values(cancel_requested_at=db_now(), cancel_requested_by=by)
+                )
+        return asked
+
+
+def watch_cancel(sessions: Sessions, fence: Fence) -> None:
+    """Set `fence.cancelled_by` (who asked, and when) once `orchestrator cancel` asked to stop
+    the sweep `fence` holds."""
+    if fence.cancelled_by is not None:
+        return
+    with sessions() as s:
+        found = s.execute(
+            select(LeaseRow.cancel_requested_by, LeaseRow.cancel_requested_at).where(
+                LeaseRow.sweep_name == fence.sweep,
+                LeaseRow.holder == fence.holder.id,
+                LeaseRow.epoch == fence.epoch,
+            )
+        ).first()
+    if found is not None and found[1] is not None:
+        fence.cancelled_by = f"{found[0]} at {_aware(found[1]).strftime('%H:%M:%S UTC')}"
+
+
+# How often a driver looks for a cancel request: `orchestrator cancel` takes effect within it.
+CANCEL_POLL_S = 1.0
+
+
+class HeartbeatThread(threading.Thread):
+    """Beats for the whole life of a lease, whatever the main thread is doing, and looks for a
+    cancel request in between. A transient store failure is tried again at the next beat; a
+    lost lease ends the thread (the fence says so to every later write)."""
+
+    def __init__(
+        self, beat: Callable[[], None], stale_after_s: float, sessions: Sessions, fence: Fence
+    ) -> None:
         super().__init__(name="gapsweep-lease-heartbeat", daemon=True)
-        self.beat, self.every_s = beat, every_s
+        self.beat, self.every_s = beat, heartbeat_every_s(stale_after_s)
+        self.sessions, self.fence = sessions, fence
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        while not self.stopping.wait(self.every_s):
+        poll = min(self.every_s, CANCEL_POLL_S)
+        since_beat = 0.0
+        while not self.stopping.wait(poll):
+            since_beat += poll
             try:
-                self.beat()
+                watch_cancel(self.sessions, self.fence)
+                if since_beat >= self.every_s:
+                    since_beat = 0.0
+                    self.beat()
             except LeaseLostError:
                 return
             except ServiceError:

@@ -97,6 +97,27 @@ class LeaseRow(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     epoch: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # `orchestrator cancel`: asked by whom (host and pid) and when; every acquisition clears it.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_requested_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class SweepVersionRow(Base):
+    """Each spec a sweep was submitted with that changed more than adding trials starts a new
+    version; `keys` are the trials of the version (a trial may belong to several: its row is
+    shared, since a content key names one experiment). Readers show the latest by default."""
+
+    __tablename__ = "sweep_versions"
+    __table_args__ = (UniqueConstraint("sweep_id", "number", name="uq_sweep_versions_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    spec_text: Mapped[str] = mapped_column(Text)
+    overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    keys: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class MetricRow(Base):

@@ -35,6 +35,7 @@ from orchestrator.store.engine import (
 )
 from orchestrator.store.lease import Fence, HeartbeatThread, Holder
 from orchestrator.store.models import MetricRow, SweepRow, TrialRow, utcnow
+from orchestrator.store.versions import SweepVersions
 from orchestrator.store.views import (
     TERMINAL,
     VIEW_COLUMNS,
@@ -56,6 +57,8 @@ class ResultsStore:
         self._sweep_ids: dict[str, int] = {}
         self._trial_ids: dict[tuple[str, str], int] = {}
         self._fences: dict[str, Fence] = {}  # the leases this store holds, by sweep
+        self.versions = SweepVersions(self._session, self._writing)
+        self.drivers = lease.Drivers(self._session)
         try:
             self.schema_change = bring_schema_to_head(self.engine, url)
         except OperationalError as exc:
@@ -136,9 +139,6 @@ class ResultsStore:
             raise InputError(f"no sweep named {name!r} in the results store (sweeps: {known})")
         return view, self.trials(name)
 
-    def spec_text(self, name: str) -> str:
-        return self.stored_spec(name)[0]
-
     @retried
     def stored_spec(self, name: str) -> tuple[str, dict[str, Any]]:
         """The spec text the sweep was last submitted with, and its `--set` overrides."""
@@ -197,7 +197,7 @@ class ResultsStore:
         released. `stale_after_s` defaults to GAPSWEEP_LEASE_TIMEOUT_S (or 120 s)."""
         timeout = lease.timeout_s() if stale_after_s is None else stale_after_s
         fence = self.acquire_lease(sweep, Holder.this_process(), timeout)
-        beats = HeartbeatThread(lambda: self.heartbeat(sweep), lease.heartbeat_every_s(timeout))
+        beats = HeartbeatThread(lambda: self.heartbeat(sweep), timeout, self._session, fence)
         beats.start()
         try:
             yield fence

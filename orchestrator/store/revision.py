@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 def stored_revision(engine: Engine) -> str | None:

@@ -46,7 +46,7 @@ def sync_mlflow(
         raise InputError(f"no sweep named {sweep!r} in the results store")
     tracker, experiment_id = open_mlflow(mlflow_uri, sweep)
     parent = tracker.start_sweep_run(
-        experiment_id, sweep, store.spec_text(sweep), view.mlflow_run_id
+        experiment_id, sweep, store.stored_spec(sweep)[0], view.mlflow_run_id
     )
     store.set_sweep_mlflow(sweep, experiment_id, parent)
     mirror = MlflowMirror(tracker, store, sweep, (experiment_id, parent), warn)
