@@ -151,3 +151,37 @@ def test_a_run_left_running_for_an_ended_trial_is_closed_with_its_status(
     assert tracker.client.get_run(run_id).info.status == "FINISHED"
     assert logged_steps(tracker, run_id) == Counter({0: 1, 8: 1, 16: 1, 24: 1, 32: 1, 40: 1})
     assert tracker.client.get_run(still_running).info.status == "RUNNING"  # not ended in SQL
+
+
+class AnswerLost(MlflowTracker):
+    """MLflow that commits a batch and then fails to answer, once: a server killed between
+    writing the rows and replying (the chaos test's MLflow restart). The rows are real."""
+
+    lose_next = False
+
+    def log_metric_rows(self, run_id: str, rows: list[tuple[int, str, float]]) -> None:
+        super().log_metric_rows(run_id, rows)
+        if self.lose_next:
+            self.lose_next = False
+            raise ConnectionError("the server went away before it answered")
+
+
+def test_a_batch_whose_answer_was_lost_is_not_logged_twice(
+    stores: tuple[ResultsStore, MlflowTracker], tmp_path: Path
+) -> None:
+    store, _ = stores
+    tracker = AnswerLost(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mirror = a_mirror(store, tracker)
+    mirror.open_trial(KEY)
+    mirror.catch_up(KEY)  # steps 0-32 logged, the watermark at 32
+    store.record_metrics(SWEEP, KEY, 40, {"loss": 0.1, "gap_norm": 0.4})
+    tracker.lose_next = True
+    mirror.push(KEY, 40, {"loss": 0.1, "gap_norm": 0.4})  # in MLflow, but the mirror cannot know
+    mirror.down_since = None  # MLflow answers again
+    store.record_metrics(SWEEP, KEY, 48, {"loss": 0.05, "gap_norm": 0.3})
+    mirror.push(KEY, 48, {"loss": 0.05, "gap_norm": 0.3})
+    run_id = store.trial(SWEEP, KEY).mlflow_run_id
+    assert run_id is not None
+    expected = Counter({step: 1 for step in (0, 8, 16, 24, 32, 40, 48)})
+    assert logged_steps(tracker, run_id) == expected
+    assert store.trial(SWEEP, KEY).mlflow_last_step == 48

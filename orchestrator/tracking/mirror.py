@@ -28,7 +28,13 @@ from orchestrator.tracking.artifacts import write_trial_artifacts
 from orchestrator.tracking.client import MlflowTracker, kill_point
 
 RETRY_AFTER_S = 20.0
-MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
+# A pruned run is KILLED with the tag gapsweep.pruned: MLflow has no status of its own for it.
+MLFLOW_STATUS = {
+    "completed": "FINISHED",
+    "failed": "FAILED",
+    "stopped": "KILLED",
+    "pruned": "KILLED",
+}
 Rows = list[tuple[int, str, float]]
 
 
@@ -100,7 +106,7 @@ class MlflowMirror:
         if self._attempt(lambda: self.tracker.log_metric_rows(run.run_id, rows)):
             self._advance(key, run, step)
         else:
-            self.behind.add(key)
+            self._unsure(key)
 
     def catch_up(self, key: str, tags: dict[str, str] | None = None) -> None:
         """Log every stored value of the trial that MLflow does not have yet."""
@@ -119,10 +125,18 @@ class MlflowMirror:
             if key not in self.verified:
                 return  # MLflow is down: the next report tries again
         if rows and not self._attempt(lambda: self.tracker.log_metric_rows(run_id, rows)):
+            self._unsure(key)
             return
         if rows:
             self._advance(key, run, rows[-1][0])
         self.behind.discard(key)
+
+    def _unsure(self, key: str) -> None:
+        """A batch whose logging failed may still have reached MLflow (a server killed after
+        it committed, before it answered): the next catch-up asks MLflow's own last step
+        before logging anything again, so no step is logged twice."""
+        self.behind.add(key)
+        self.verified.discard(key)
 
     def _not_yet_logged(self, key: str, run: _Run, rows: Rows) -> Rows:
         """The rows past MLflow's own last step, the first time this mirror logs to a run an
@@ -162,10 +176,15 @@ class MlflowMirror:
             return
         run_id = view.mlflow_run_id
         self._log_artifacts(view, run_id)
-        if view.error:
-            tags = {"gapsweep.error": view.error[:5000]}
+        tags = {"gapsweep.error": view.error[:5000]} if view.error else {}
+        if view.status == "pruned":
+            tags["gapsweep.pruned"] = "true"  # stopped early by the sweep's scheduler
+        if tags:
             self._attempt(lambda: self.tracker.set_tags(run_id, tags))
         self._attempt(lambda: self.tracker.end_run(run_id, status))
+
+    def tag_run(self, run_id: str, tags: dict[str, str]) -> None:
+        self._attempt(lambda: self.tracker.set_tags(run_id, tags))
 
     def finish_parent(self, run_id: str, summary: dict[str, float], status: str) -> None:
         self._attempt(lambda: self.tracker.log_metrics(run_id, 0, summary))
