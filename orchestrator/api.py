@@ -246,8 +246,8 @@ def _say_summary(outcome: SweepOutcome, console: Console) -> None:
 
     spec = outcome.spec
     rows = [(t.status, t.varied, t.metrics) for t in outcome.trials]
-    title = f"summary of {spec.name}, best {spec.metric.name} first"
-    console.print(summary_table(title, rows, spec.metric.name, spec.metric.mode))
+    title = f"summary of {spec.name}, best {spec.primary.name} first"
+    console.print(summary_table(title, rows, spec.primary.name, spec.primary.mode))
 
 
 def _console(progress: bool) -> Console:

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ValidationError
 if TYPE_CHECKING:
     from numpy.random import Generator
 
+    from orchestrator.store.views import NewTrial
+
 from orchestrator.budget import budget_problems
 from orchestrator.errors import SpecError
 from orchestrator.overrides import set_paths
@@ -52,6 +54,8 @@ class Plan:
 def planned_trials(spec: SweepSpec) -> int:
     """How many trials the spec expands to at most (draws may repeat), counted without
     expanding: the product of the grids' sizes times num_samples."""
+    if spec.search == "optuna":
+        return spec.num_samples  # the study's budget: it draws them one by one as it runs
     grids = [len(d.grid) for d in spec.parameters.values() if d.grid is not None]
     return math.prod(grids) * spec.num_samples
 
@@ -79,7 +83,8 @@ def expand(loaded: LoadedSpec) -> Plan:
     Callers check the trial count first (check_trial_count); the hard cap holds here too."""
     spec = loaded.spec
     check_trial_count(loaded, yes=True)
-    assignments = _assignments(spec)
+    # An Optuna study draws its trials as it runs; its space's corners are checked now.
+    assignments = _corners(spec) if spec.search == "optuna" else _assignments(spec)
     model = TRAINERS[spec.trainer].config_model
     trials: list[Trial] = []
     problems: list[str] = []
@@ -105,6 +110,8 @@ def expand(loaded: LoadedSpec) -> Plan:
             problems += exc.problems
     if problems:
         raise SpecError(list(dict.fromkeys(problems)))
+    if spec.search == "optuna":
+        return Plan(spec=spec, trials=[], stages=tuple(stages))
     dropped = len(assignments) - len(trials)
     return Plan(spec=spec, trials=trials, duplicates_dropped=dropped, stages=tuple(stages))
 
@@ -123,6 +130,19 @@ def device_problems(spec: SweepSpec, config: BaseModel, source: str) -> list[str
             " set device: auto (or cuda), or resources.gpu: 0"
         ]
     return []
+
+
+def new_trial(t: Trial) -> NewTrial:
+    """The store's record of a planned trial."""
+    from orchestrator.store.views import NewTrial  # SQLAlchemy: not for `validate`
+
+    return NewTrial(
+        key=t.key,
+        name=t.name,
+        position=t.index,
+        config=t.config.model_dump(mode="json"),
+        varied=t.varied,
+    )
 
 
 def trial_key(trainer: str, config: BaseModel) -> str:
@@ -212,3 +232,21 @@ def _value_problems(exc: ValidationError, varied: dict[str, Any], source: str) -
         else:
             lines.append(f"{source}: {loc}: {msg} (with {trial_name(varied)})")
     return lines
+
+
+def _corners(spec: SweepSpec) -> list[dict[str, Any]]:
+    """For a space drawn as the sweep runs: each parameter at each end of its range (each of a
+    choice's values), the others at their low ends, so that a value no trial could take is
+    refused before anything starts."""
+    ends = {path: _ends(domain) for path, domain in spec.parameters.items()}
+    low = {path: values[0] for path, values in ends.items()}
+    return [{**low, path: value} for path, values in ends.items() for value in values]
+
+
+def _ends(domain: Domain) -> list[Any]:
+    if domain.choice is not None:
+        return list(domain.choice)
+    if domain.randint is not None:
+        return [domain.randint[0], domain.randint[1] - 1]
+    bounds = domain.uniform or domain.loguniform
+    return list(bounds) if bounds is not None else list(domain.grid or [])

@@ -17,6 +17,7 @@ STATUS_STYLE = {
     "completed": "green",
     "failed": "red",
     "stopped": "yellow",
+    "pruned": "magenta",
     "skipped": "dim green",
 }
 

@@ -27,7 +27,7 @@ from ray.tune import Callback
 
 from orchestrator.errors import LeaseLostError
 from orchestrator.progress import SweepProgress
-from orchestrator.result import TrialResult
+from orchestrator.result import STEP, TrialResult
 from orchestrator.store.buffered import BufferedWriter
 from orchestrator.store.engine import TransientStoreError
 from orchestrator.store.pending import Write
@@ -70,6 +70,9 @@ class Recorder(Callback):
         self.tags_due: dict[str, dict[str, str]] = {}  # run tags MLflow has not been given yet
         # Whether the run's stopper is ending the sweep: Tune then ends every trial as if done.
         self.stopping = stopping or (lambda: writer.over_bound)
+        # With a scheduler, which may end trials early: each trial's steps when it trains to
+        # its end (a trial ended short of them was pruned).
+        self.scheduled_steps: dict[str, int] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config (callbacks included) for `Tuner.restore`, which gapsweep
@@ -143,11 +146,17 @@ class Recorder(Callback):
             # too many results waiting for the store). It goes on from its last checkpoint
             # when resumed.
             status = "stopped"
+        elif error is None and self._cut_short(key, trial.last_result.get(STEP)):
+            status = "pruned"  # the scheduler ended it before its trainer's last step
         metrics = self.last_metrics.get(key, {})
         self._write("finish_trial", key, status=status, metrics=metrics, error=error)
         self._mirror(key, lambda: self.mirror.close_trial(key))
         self.progress.update(key, status=status)
         self.trace.event(key, "done", time.time())
+
+    def _cut_short(self, key: str, step: Any) -> bool:
+        steps = None if self.scheduled_steps is None else self.scheduled_steps.get(key)
+        return steps is not None and isinstance(step, int) and step < steps
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         key = trial.config["trial_key"]

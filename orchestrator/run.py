@@ -21,22 +21,25 @@ from typing import Any
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-from ray.tune import Callback, CLIReporter
+from ray.tune import CLIReporter
+from ray.tune.search import Searcher
 from ray.tune.stopper import Stopper
 from rich.console import Console
 from rich.live import Live
 
 from orchestrator.errors import ServiceError
-from orchestrator.plan import Plan, Trial
+from orchestrator.plan import Plan, Trial, new_trial
 from orchestrator.progress import SweepProgress
 from orchestrator.recorder import Recorder
+from orchestrator.schedulers import tune_scheduler
 from orchestrator.settings import SubmitSettings, positive_setting
 from orchestrator.spec import LoadedSpec, SweepSpec
 from orchestrator.store.buffered import WAIT_ENV, WAIT_S, BufferedWriter
 from orchestrator.store.lease import Fence
 from orchestrator.store.pending import replay_spilled
 from orchestrator.store.repository import ResultsStore
-from orchestrator.store.views import NewTrial, SweepView, TrialView
+from orchestrator.store.views import SweepView, TrialView
+from orchestrator.study import draws_left, optuna_search, stored_plan
 from orchestrator.tracking.client import MlflowTracker
 from orchestrator.tracking.mirror import MlflowMirror
 from orchestrator.tracking.sync import finish_parent, open_mlflow
@@ -64,8 +67,8 @@ class SweepOutcome:
 
 
 def trials_to_run(plan: Plan, statuses: dict[str, str], rerun_failed: bool) -> list[Trial]:
-    """Completed trials never run again; failed ones only when asked to."""
-    skip = {"completed"} if rerun_failed else {"completed", "failed"}
+    """Completed and pruned trials never run again; failed ones only when asked to."""
+    skip = {"completed", "pruned"} if rerun_failed else {"completed", "pruned", "failed"}
     return [t for t in plan.trials if statuses.get(t.key, "pending") not in skip]
 
 
@@ -115,12 +118,12 @@ def _submit_holding_lease(
     spec = plan.spec
     # What the last driver could not hand to the store goes in before anything is read from it.
     replay_spilled(store, spec.name, settings.services.storage, fence.epoch, console.print)
-    sweep = _record_sweep(store, loaded, plan, settings.new_version)
-    statuses = store.register_trials(spec.name, [_new_trial(t) for t in plan.trials])
-    keys = set(statuses)
+    sweep, plan = _record_sweep(store, loaded, plan, settings.new_version)
+    statuses = store.register_trials(spec.name, [new_trial(t) for t in plan.trials])
     todo = trials_to_run(plan, statuses, settings.rerun_failed)
+    runs = bool(todo) or draws_left(plan)
     try:
-        if todo:
+        if runs:
             with console.status(
                 "starting Ray..." if settings.services.address is None else "joining Ray..."
             ):
@@ -138,15 +141,15 @@ def _submit_holding_lease(
         )
         mirror.close_left_running()  # runs a killed driver left RUNNING for ended trials
         _say_what_is_skipped(console, plan, statuses, todo)
-        if todo:
+        if runs:
             _run_sweep(plan, statuses, todo, settings, console, store, mirror, fence)
     finally:
         _shutdown_local_ray(settings.services.address)
     # Runs that ended while MLflow was away still need their last steps, status and artifacts.
     store.check_lease(spec.name)
     behind = mirror.sync_all() if mirror.had_outage else 0
-    views = [v for v in store.trials(spec.name) if v.key in keys]  # this version's
-    finish_parent(mirror, parent, views, spec.metric.name, spec.metric.mode)
+    views = _of_this_version(store, spec.name)
+    finish_parent(mirror, parent, views, [(m.name, m.mode) for m in spec.objectives])
     return SweepOutcome(
         spec=spec,
         trials=views,
@@ -160,18 +163,27 @@ def _submit_holding_lease(
 
 def _record_sweep(
     store: ResultsStore, loaded: LoadedSpec, plan: Plan, new_version: bool
-) -> SweepView:
+) -> tuple[SweepView, Plan]:
     """The sweep's row and its spec's version (refused when the spec changed more than adding
-    trials, without `new_version`: orchestrator/versions.py)."""
+    trials, without `new_version`: orchestrator/versions.py); an Optuna sweep's plan holds
+    the trials its version drew so far."""
     spec = plan.spec
     version = choose_version(store, loaded, plan, new_version)
-    metric = (spec.metric.name, spec.metric.mode)
+    if spec.search == "optuna":
+        plan = stored_plan(plan, store, version)
+    metric = (spec.primary.name, spec.primary.mode)
     sweep = store.upsert_sweep(
         spec.name, spec.trainer, loaded.text, loaded.spec_hash, metric, loaded.overrides
     )
     written = (loaded.spec_hash, loaded.text, loaded.overrides)
     store.versions.record(spec.name, version, written, [t.key for t in plan.trials])
-    return sweep
+    return sweep, plan
+
+
+def _of_this_version(store: ResultsStore, sweep: str) -> list[TrialView]:
+    version = store.versions.get(sweep)
+    views = store.trials(sweep)
+    return views if version is None else [v for v in views if v.key in set(version.keys)]
 
 
 def _run_sweep(
@@ -195,6 +207,8 @@ def _run_sweep(
             stopper = SweepStopper(fence, writer)
             metrics = TRAINERS[plan.spec.trainer].metrics
             recorder = Recorder(writer, mirror, progress, metrics, stopper.stop_all)
+            if plan.spec.scheduler is not None:
+                recorder.scheduled_steps = {t.key: _steps(t) for t in plan.trials}
             _run_tune(plan, todo, settings, store, recorder, stopper)
     finally:
         if writer.away:  # results still wait for the store: at most wait_s more
@@ -202,7 +216,7 @@ def _run_sweep(
                 writer.settle(wait_s, line.update)
         # Trials Tune stopped without a verdict (Ctrl-C, driver shutdown) are not left
         # looking as if they were still running.
-        for key in store.stop_unfinished(name, [t.key for t in todo]):
+        for key in store.stop_unfinished(name, [v.key for v in _of_this_version(store, name)]):
             mirror.close_trial(key)
 
 
@@ -262,7 +276,14 @@ def _say_what_is_skipped(
 ) -> None:
     done = sum(1 for s in statuses.values() if s == "completed")
     failed = sum(1 for t in plan.trials if statuses[t.key] == "failed")
-    if done:
+    if plan.spec.search == "optuna":
+        budget = plan.spec.num_samples
+        left = max(0, budget - len(plan.trials))
+        console.print(
+            f"the study holds {len(plan.trials)} trials ({done} completed); it runs "
+            f"{len(todo)} unfinished and draws {left} more of its budget of {budget}."
+        )
+    elif done:
         console.print(
             f"{done} of {len(plan.trials)} trials already completed in the results store; "
             f"running the other {len(todo)}."
@@ -278,7 +299,7 @@ def _run_tune(
     todo: list[Trial],
     settings: SubmitSettings,
     store: ResultsStore,
-    recorder: Callback,
+    recorder: Recorder,
     stopper: Stopper,
 ) -> None:
     from ray import tune
@@ -294,14 +315,18 @@ def _run_tune(
         resume={t.key: path for t in todo if (path := checkpoints.get(t.key))},
     )
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    search = _search(plan, store, recorder, settings.rerun_failed)
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
-        param_space={"trial_key": tune.grid_search([t.key for t in todo])},
+        param_space={} if search else {"trial_key": tune.grid_search([t.key for t in todo])},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=spec.max_concurrent_trials,
+            search_alg=search,
+            num_samples=-1 if search else 1,  # the searcher says when its budget is spent
+            max_concurrent_trials=None if search else spec.max_concurrent_trials,
             # A fresh worker per trial would re-import torch and transformers every time.
             reuse_actors=True,
             trial_dirname_creator=lambda trial: str(trial.config["trial_key"]),
+            scheduler=tune_scheduler(spec, max((_steps(t) for t in plan.trials), default=0)),
         ),
         run_config=tune.RunConfig(
             name=spec.name,
@@ -348,14 +373,22 @@ def _init_ray(address: str | None) -> None:
             signal.signal(signal.SIGTERM, _interrupt)
 
 
-def _new_trial(t: Trial) -> NewTrial:
-    return NewTrial(
-        key=t.key,
-        name=t.name,
-        position=t.index,
-        config=t.config.model_dump(mode="json"),
-        varied=t.varied,
-    )
+def _search(
+    plan: Plan, store: ResultsStore, recorder: Recorder, rerun_failed: bool
+) -> Searcher | None:
+    if plan.spec.search != "optuna":
+        return None
+
+    def show(trial: Trial) -> None:
+        recorder.progress.add(trial.key, trial.name, trial.varied)
+        if recorder.scheduled_steps is not None:
+            recorder.scheduled_steps[trial.key] = _steps(trial)
+
+    return optuna_search(plan, store, show, rerun_failed)
+
+
+def _steps(trial: Trial) -> int:
+    return int(getattr(trial.config, "total_steps", 0) or 0)
 
 
 def _total_steps(plan: Plan) -> int | None:

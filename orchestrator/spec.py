@@ -28,6 +28,13 @@ from pydantic import (
 
 from orchestrator.errors import SpecError
 from orchestrator.overrides import override_problems, set_paths, with_overrides
+from orchestrator.search_spec import (
+    Constraint,
+    Sampler,
+    SchedulerSpec,
+    parse_constraint,
+    search_problems,
+)
 from orchestrator.spec_file import parse_spec_yaml, read_spec_text
 from orchestrator.trainer_registry import TRAINERS, config_paths
 
@@ -123,10 +130,15 @@ class SweepSpec(_Frozen):
     trainer: str = "dual_encoder"
     base: dict[str, Any] = Field(default_factory=dict)
     parameters: dict[str, Domain] = Field(default_factory=dict)
-    search: Literal["grid", "random"] = "grid"
+    search: Literal["grid", "random", "optuna"] = "grid"
     seed: int = Field(0, ge=0, description="seed of the random draws of the search")
     num_samples: int = Field(1, ge=1, le=100_000)
-    metric: MetricSpec = MetricSpec()
+    sampler: Sampler | None = Field(None, description="search: optuna's sampler (default tpe)")
+    scheduler: SchedulerSpec | None = None
+    # One objective, or several (search: optuna); the first is the sweep's metric everywhere a
+    # single one is meant (the live table, the scheduler, the best trial).
+    metric: MetricSpec | list[MetricSpec] = MetricSpec()
+    constraints: list[str] = Field(default_factory=list, max_length=8)
     resources: Resources = Resources()
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_failures: int = Field(
@@ -158,6 +170,35 @@ class SweepSpec(_Frozen):
         if any(len(stage_sweep(self.name, n)) > 100 for n in names):
             raise ValueError("stages: the sweep's name and a stage's, with a dot, exceed 100")
         return self
+
+    @field_validator("metric")
+    @classmethod
+    def _objectives(cls, metric: MetricSpec | list[MetricSpec]) -> MetricSpec | list[MetricSpec]:
+        if isinstance(metric, list):
+            names = [m.name for m in metric]
+            if not 1 <= len(metric) <= 4 or len(set(names)) < len(names):
+                raise ValueError(f"give one to four different objectives, got {names}")
+        return metric
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints_parse(cls, constraints: list[str]) -> list[str]:
+        for text in constraints:
+            parse_constraint(text)
+        return constraints
+
+    @property
+    def objectives(self) -> tuple[MetricSpec, ...]:
+        return tuple(self.metric) if isinstance(self.metric, list) else (self.metric,)
+
+    @property
+    def primary(self) -> MetricSpec:
+        """The first objective: the sweep's metric wherever one is meant."""
+        return self.objectives[0]
+
+    @property
+    def parsed_constraints(self) -> tuple[Constraint, ...]:
+        return tuple(parse_constraint(text) for text in self.constraints)
 
     def stage_source(self, index: int) -> dict[str, str]:
         """The warm start of the trials after stage `index`: its best trial."""
@@ -216,10 +257,13 @@ def load_spec_text(
         if isinstance(parameters, dict):
             problems += _check_parameter_paths(trainer, [str(p) for p in parameters], where)
         metric = data.get("metric")
-        if isinstance(metric, dict) and isinstance(metric.get("name"), str):
-            problems += _check_metric(trainer, metric["name"], where)
+        for one in metric if isinstance(metric, list) else [metric]:
+            if isinstance(one, dict) and isinstance(one.get("name"), str):
+                problems += _check_metric(trainer, one["name"], where)
     if spec is not None:
-        problems += _check_search(spec, where)
+        problems += search_problems(spec, where)
+        for constraint in spec.parsed_constraints:
+            problems += _check_metric(spec.trainer, constraint.metric, where, "constraints")
     stages: tuple[LoadedSpec, ...] = ()
     if spec is not None and spec.stages:
         stages, stage_problems = _stage_specs(spec, path)
@@ -314,7 +358,11 @@ def _known_keys(parent: list[str]) -> list[str]:
         return list(SweepSpec.model_fields)
     if parent[0] == "parameters":
         return list(DOMAIN_KINDS)
-    sections: dict[str, type[BaseModel]] = {"metric": MetricSpec, "resources": Resources}
+    sections: dict[str, type[BaseModel]] = {
+        "metric": MetricSpec,
+        "resources": Resources,
+        "scheduler": SchedulerSpec,
+    }
     nested = sections.get(parent[0])
     return list(nested.model_fields) if nested else []
 
@@ -338,29 +386,12 @@ def _check_parameter_paths(trainer: str, dotted_paths: list[str], where: str) ->
     return problems
 
 
-def _check_metric(trainer: str, name: str, where: str) -> list[str]:
+def _check_metric(trainer: str, name: str, where: str, field: str = "metric.name") -> list[str]:
     declared = TRAINERS[trainer].metrics
     if name in declared:
         return []
     hint = _did_you_mean(name, declared) or f"; {trainer} reports: {', '.join(declared)}"
-    return [f"{where}: metric.name: unknown metric {name!r} for trainer {trainer}{hint}"]
-
-
-def _check_search(spec: SweepSpec, where: str) -> list[str]:
-    kinds = {p: d.kind for p, d in spec.parameters.items()}
-    problems = []
-    if spec.search == "random":
-        problems += [
-            f"{where}: parameters.{p}: grid is only for search: grid; use choice to draw values"
-            for p, k in kinds.items()
-            if k == "grid"
-        ]
-    elif spec.num_samples > 1 and all(k == "grid" for k in kinds.values()):
-        problems.append(
-            f"{where}: num_samples: {spec.num_samples} repeats of identical grid trials would be "
-            "the same trial; put seeds in the grid (e.g. seed: {grid: [0, 1]}) instead"
-        )
-    return problems
+    return [f"{where}: {field}: unknown metric {name!r} for trainer {trainer}{hint}"]
 
 
 def _did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:

@@ -164,7 +164,14 @@ def _run(
     from orchestrator.store.repository import ResultsStore
     from orchestrator.warm_start import resolve_warm_starts
 
-    console.print(f"sweep [bold]{plan.spec.name}[/]: {len(plan.trials)} trials")
+    spec = plan.spec
+    if spec.search == "optuna":
+        sampler = spec.sampler or "tpe"
+        console.print(
+            f"sweep [bold]{spec.name}[/]: an Optuna study ({sampler}) of {spec.num_samples} trials"
+        )
+    else:
+        console.print(f"sweep [bold]{spec.name}[/]: {len(plan.trials)} trials")
     services = settings.services
     check_services(services.mlflow_uri, services.results_db, services.address)
     with ResultsStore(services.results_db) as store:

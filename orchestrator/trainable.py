@@ -141,7 +141,8 @@ def run_trial(
     entered_at = time.time()
     key = param_space["trial_key"]
     entry = TRAINERS[trainer]
-    config = entry.config_model.model_validate_json(configs[key])
+    # A grid's configs travel once, with the trainable; a searcher's come with their trial.
+    config = entry.config_model.model_validate_json(param_space.get("config_json") or configs[key])
     gpus = _take_assigned_resources()
     placement = Placement(
         node_id=ray.get_runtime_context().get_node_id(),

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the store imports SQLAlchemy
     from orchestrator.store.versions import SpecVersion
 
 DIFF_SHOWN = 4  # changed fields named in the refusal; the rest are counted
+BUDGET_FIELDS = ("num_samples:", "description:")  # what an Optuna study may change and stay
 
 
 def choose_version(store: ResultsStore, loaded: LoadedSpec, plan: Plan, new_version: bool) -> int:
@@ -34,7 +35,13 @@ def choose_version(store: ResultsStore, loaded: LoadedSpec, plan: Plan, new_vers
         return 1
     if new_version:
         return latest.number + 1
-    if not set(latest.keys) <= {t.key for t in plan.trials}:
+    if plan.spec.search == "optuna":
+        # A study's trials are drawn as it runs: it stays the same study while only its budget
+        # (or its description) changes.
+        changed = spec_diff(latest.spec_text, latest.overrides, loaded.text, loaded.overrides)
+        if any(not line.startswith(BUDGET_FIELDS) for line in changed):
+            raise InputError(refusal(plan.spec.name, latest, loaded))
+    elif not set(latest.keys) <= {t.key for t in plan.trials}:
         raise InputError(refusal(plan.spec.name, latest, loaded))
     return latest.number  # the same spec, or one that only adds trials
 

@@ -25,7 +25,8 @@ PAPER_RELU = {1: 0.319, 2: 0.494, 5: 0.754, 10: 0.948}  # Fig. 2b
 @pytest.mark.parametrize("path", self_contained_sweeps(), ids=lambda p: p.stem)
 def test_sweep_validates_and_says_what_it_reproduces(path: Path) -> None:
     plan = expand(load_spec(path))
-    assert plan.trials and plan.spec.description
+    # A study's trials are drawn as it runs: its budget stands for them.
+    assert (plan.trials or plan.spec.search == "optuna") and plan.spec.description
     assert plan.spec.trainer in TRAINERS
 
 

@@ -15,8 +15,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 # The keys the README shows at their defaults; the others (name, base, parameters, metric,
 # stages) are examples.
 SHOWN_AT_DEFAULT = (
-    "trainer", "search", "seed", "num_samples", "resources", "max_concurrent_trials",
-    "max_failures",
+    "trainer", "search", "sampler", "seed", "num_samples", "constraints", "scheduler",
+    "resources", "max_concurrent_trials", "max_failures",
 )  # fmt: skip
 
 

@@ -27,7 +27,7 @@ def problems_of(path: Path) -> list[str]:
 @pytest.mark.parametrize("spec_file", self_contained_sweeps(), ids=lambda p: p.name)
 def test_shipped_specs_validate(spec_file: Path) -> None:
     plan = expand(load_spec(spec_file))
-    assert plan.trials
+    assert plan.trials or plan.spec.search == "optuna"  # a study draws its trials as it runs
     assert len({t.key for t in plan.trials}) == len(plan.trials)
 
 

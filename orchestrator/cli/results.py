@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sys
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from orchestrator.store.lease import Driver
 
 # A trial `running` in the store whose driver is gone is shown as orphaned (shown_status).
-SHOWN_STATUSES = ("pending", "running", "orphaned", "completed", "failed", "stopped")
+SHOWN_STATUSES = ("pending", "running", "orphaned", "completed", "pruned", "failed", "stopped")
 
 
 class OutputFormat(StrEnum):
@@ -199,6 +200,13 @@ def results(
     out: Out = None,
     results_db: ResultsDb = DEFAULT_RESULTS_DB,
     version: Version = None,
+    pareto: Annotated[
+        bool,
+        typer.Option(
+            "--pareto",
+            help="only the best trials: the Pareto front of a sweep with several objectives",
+        ),
+    ] = False,
 ) -> None:
     """Print a sweep's trials with every setting and final metric from the results store."""
     from orchestrator.progress import summary_table
@@ -206,6 +214,8 @@ def results(
     with exit_codes():
         form = ExportFormat(_check_out(fmt, out, "table"))
         read = _read(results_db, sweep, metric if form is ExportFormat.table else "", version)
+        if pareto:
+            read = replace(read, trials=read.pareto())
         if form is ExportFormat.parquet and out is not None:
             from orchestrator.report.frames import trials_frame, write_parquet
 

@@ -61,7 +61,11 @@ def validate(spec: SpecArg, overrides: Set = None, yes: Yes = False) -> None:
 
     with exit_codes():
         plan = library.validate(spec, parse_overrides(overrides or []), yes)
-    console.print(f"{spec}: valid, sweep {plan.spec.name!r} with {len(plan.trials)} trials")
+    if plan.spec.search == "optuna":
+        what = f"an Optuna study of {plan.spec.num_samples} trials"
+    else:
+        what = _trials(len(plan.trials))
+    console.print(f"{spec}: valid, sweep {plan.spec.name!r} with {what}")
     _say_stages(plan)
 
 
@@ -205,9 +209,9 @@ def _print_outcome(outcome: SweepOutcome, mlflow_uri: str) -> None:
 
     spec = outcome.spec
     rows = [(t.status, t.varied, t.metrics) for t in outcome.trials]
-    title = f"summary of {spec.name}, best {spec.metric.name} first"
+    title = f"summary of {spec.name}, best {spec.primary.name} first"
     console.print()
-    console.print(summary_table(title, rows, spec.metric.name, spec.metric.mode))
+    console.print(summary_table(title, rows, spec.primary.name, spec.primary.mode))
     console.print(f"results: orchestrator results {spec.name}", soft_wrap=True)
     console.print(f"runs: {mlflow_runs_page(mlflow_uri, outcome.experiment_id)}", soft_wrap=True)
     if outcome.mlflow_behind:

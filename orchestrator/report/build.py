@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from orchestrator.errors import InputError
+from orchestrator.pareto import Objective, objectives_of
 from orchestrator.plan import format_value
 from orchestrator.report.figures import (
     Series,
@@ -30,6 +31,7 @@ from orchestrator.report.figures import (
 )
 from orchestrator.report.legacy_names import metric_held, todays_names
 from orchestrator.report.pairs import bars_by_category, categorical_setting, maps_by_category
+from orchestrator.report.pareto import pareto_figure
 from orchestrator.report.read import version_trials
 from orchestrator.store.repository import ResultsStore
 from orchestrator.store.views import SweepView, TrialView
@@ -80,7 +82,10 @@ def build_report(
     metric, asked = metric_held(stored.metric_name, trials)
     view = replace(stored, metric_name=metric)
     notes = (*said, *read.notes, *([asked] if asked else []))
-    figures = collect_figures(store, view, trials, map_trials or [])
+    chosen = store.versions.read(sweep, version)
+    spec_text = store.stored_spec(sweep)[0] if chosen is None else chosen.spec_text
+    objectives = objectives_of(spec_text, (view.metric_name, view.metric_mode))
+    figures = collect_figures(store, view, trials, map_trials or [], objectives)
     out.mkdir(parents=True, exist_ok=True)
     pngs = []
     for fig in figures:
@@ -88,15 +93,17 @@ def build_report(
         path.write_bytes(fig.png)
         pngs.append(path)
     page = out / "index.html"
-    chosen = store.versions.read(sweep, version)
-    spec_text = store.stored_spec(sweep)[0] if chosen is None else chosen.spec_text
     text = render_html(view, spec_text, trials, figures, notes)
     page.write_text(text, encoding="utf-8")
     return Report(page=page, pngs=pngs, notes=notes)
 
 
 def collect_figures(
-    store: ResultsStore, view: SweepView, trials: list[TrialView], map_trials: list[str]
+    store: ResultsStore,
+    view: SweepView,
+    trials: list[TrialView],
+    map_trials: list[str],
+    objectives: list[Objective] | None = None,
 ) -> list[ReportFigure]:
     def series(key: str, name: str) -> list[tuple[int, float]]:
         return store.metric_series(view.name, key, name)
@@ -120,6 +127,11 @@ def collect_figures(
         candidates.append(
             ("gap_during_training", "gap_norm during training",
              series_per_trial(trials, series, "gap_norm"))
+        )  # fmt: skip
+    if objectives and len(objectives) > 1:
+        candidates.append(
+            ("pareto", "the Pareto front of the first two objectives (dominated trials grey)",
+             pareto_figure(trials, objectives))
         )  # fmt: skip
     embeddings = trial_embeddings(trials)
     candidates.append(

@@ -4,10 +4,11 @@ orchestrator.api all read through here; each says the notes its own way (stderr,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from orchestrator.errors import InputError
+from orchestrator.pareto import Objective, objectives_of, pareto_front
 from orchestrator.report.legacy_names import metric_held, stored_name, todays_names
 
 if TYPE_CHECKING:  # the store imports SQLAlchemy, which `results --help` does not need
@@ -21,6 +22,11 @@ class StoredSweep:
     trials: list[TrialView]  # in plan order, their metrics under today's names
     metric: str  # the name the trials hold the metric asked for by ("" when none was asked)
     notes: tuple[str, ...] = ()  # old names read as new ones: say so, once
+    objectives: tuple[Objective, ...] = ()  # the spec's, (name, mode): one, or several
+
+    def pareto(self) -> list[TrialView]:
+        """The best trial, or with several objectives the Pareto front (orchestrator/pareto.py)."""
+        return pareto_front(self.trials, self.objectives)
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,9 @@ def read_sweep(
 
     with ResultsStore.open_existing(results_db) as store:
         view, stored, said = version_trials(store, sweep, version)
+        objectives = _objectives(store, view, version)
     asked = view.metric_name if metric is None else metric
-    return _under_todays_names(view, stored, asked, said)
+    return replace(_under_todays_names(view, stored, asked, said), objectives=objectives)
 
 
 def read_series(
@@ -67,6 +74,12 @@ def read_series(
             f"metric {metric}: no trial of sweep {sweep!r} reported it; known: {', '.join(known)}"
         )
     return read, points
+
+
+def _objectives(store: ResultsStore, view: SweepView, version: int | None) -> tuple[Objective, ...]:
+    chosen = store.versions.read(view.name, version)
+    text = store.stored_spec(view.name)[0] if chosen is None else chosen.spec_text
+    return tuple(objectives_of(text, (view.metric_name, view.metric_mode)))
 
 
 def version_trials(

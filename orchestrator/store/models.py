@@ -75,6 +75,9 @@ class TrialRow(Base):
     # and its kind ("nan", "inf", "-inf") is kept here by name.
     final_metrics: Mapped[dict[str, float | None] | None] = mapped_column(JSON)
     non_finite: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # search: optuna: what the sampler keeps with the trial (its system attributes: NSGA-II's
+    # generation, CMA-ES's state), so that a study rebuilt from the store goes on as it was.
+    search_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     sweep: Mapped[SweepRow] = relationship(back_populates="trials")
 

@@ -1,10 +1,10 @@
 """The results store: every write and read of sweeps, trials and metric series goes through here.
 
 Contract: a trial is identified by (sweep name, key) and has exactly one row; its metric series
-holds at most one value per (step, name); a trial's status moves pending -> running ->
-completed | failed | stopped, and a trial that completed is never reset by `register_trials`.
-Every public method raises the driver's failures as `ServiceError` naming the store by its
-masked URL. Use it as a context manager, which disposes of its connections.
+holds at most one value per (step, name); a trial's status moves pending -> running -> one of
+views.TERMINAL, and a completed trial is never reset by `register_trials`. Every public method
+raises the driver's failures as `ServiceError` naming the store by its masked URL. Use it as a
+context manager, which disposes of its connections.
 
 While this store holds a sweep's lease (`holding_lease`), every write to that sweep is fenced:
 it is refused with `LeaseLostError`, writing nothing, once another driver took the lease over.
@@ -280,6 +280,9 @@ class ResultsStore:
     def set_trial_run_id(self, sweep: str, key: str, run_id: str) -> None:
         self._update_trial(sweep, key, {"mlflow_run_id": run_id})
 
+    def set_search_state(self, sweep: str, key: str, state: dict[str, Any]) -> None:
+        self._update_trial(sweep, key, {"search_state": state})
+
     @retried
     def record_metrics(
         self,
@@ -368,8 +371,6 @@ class ResultsStore:
                 .where(TrialRow.sweep_id == self._sweep_id(s, sweep))
             )
             return int(s.scalar(q) or 0)
-
-    # -- helpers ------------------------------------------------------------------------------
 
     @retried
     def _update_trial(self, sweep: str, key: str, values: dict[str, Any]) -> None:

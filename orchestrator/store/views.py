@@ -9,7 +9,8 @@ from typing import Any
 
 from orchestrator.store.models import SweepRow, TrialRow
 
-TERMINAL = ("completed", "failed", "stopped")
+# `pruned`: stopped early by the sweep's scheduler; neither completed nor failed, never rerun.
+TERMINAL = ("completed", "failed", "stopped", "pruned")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class TrialView:
     # Final metrics that were not finite, by name, and how ("nan", "inf", "-inf"); `metrics`
     # leaves them out.
     non_finite: dict[str, str] = field(default_factory=dict)
+    search_state: dict[str, Any] | None = None  # search: optuna (models.TrialRow)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@ MLflow brought up to date from the results store after the fact."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from orchestrator.errors import InputError
+from orchestrator.pareto import Objective, objectives_of, pareto_front
 from orchestrator.store.repository import ResultsStore
 from orchestrator.store.views import TrialView
 from orchestrator.tracking.client import MlflowTracker
@@ -19,14 +20,17 @@ def open_mlflow(uri: str, sweep: str) -> tuple[MlflowTracker, str]:
 
 
 def finish_parent(
-    mirror: MlflowMirror, run_id: str, views: list[TrialView], metric: str, mode: str
+    mirror: MlflowMirror, run_id: str, views: list[TrialView], objectives: Sequence[Objective]
 ) -> None:
-    """The parent run's summary metrics (counts, the best value) and its final status."""
+    """The parent run's summary metrics (counts, the best value) and its final status; the
+    best trial's run (with several objectives, the Pareto front's) tagged gapsweep.best."""
+    metric, mode = objectives[0]
     completed = [v for v in views if v.status == "completed" and metric in v.metrics]
     summary = {
         "trials_completed": float(len(completed)),
         "trials_failed": float(sum(v.status == "failed" for v in views)),
         "trials_stopped": float(sum(v.status == "stopped" for v in views)),
+        "trials_pruned": float(sum(v.status == "pruned" for v in views)),
     }
     if completed:
         values = [v.metrics[metric] for v in completed]
@@ -35,6 +39,9 @@ def finish_parent(
     if summary["trials_stopped"]:
         status = "KILLED"
     mirror.finish_parent(run_id, summary, status)
+    for best in pareto_front(views, objectives):
+        if best.mlflow_run_id is not None:
+            mirror.tag_run(best.mlflow_run_id, {"gapsweep.best": "true"})
 
 
 def sync_mlflow(
@@ -51,5 +58,7 @@ def sync_mlflow(
     store.set_sweep_mlflow(sweep, experiment_id, parent)
     mirror = MlflowMirror(tracker, store, sweep, (experiment_id, parent), warn)
     behind = mirror.sync_all()
-    finish_parent(mirror, parent, store.trials(sweep), view.metric_name, view.metric_mode)
+    spec_text = store.stored_spec(sweep)[0]
+    objectives = objectives_of(spec_text, (view.metric_name, view.metric_mode))
+    finish_parent(mirror, parent, store.trials(sweep), objectives)
     return behind

@@ -1,4 +1,5 @@
-"""Sweeps keep the versions of their spec, and a lease can carry a request to cancel its sweep.
+"""Sweeps keep the versions of their spec, a lease can carry a request to cancel its sweep, and
+a trial of an Optuna search keeps its sampler's state.
 
 Every sweep already stored becomes version 1 of itself, with its last spec and every trial it
 holds (they may mix edits of the spec made before versions existed: nothing can tell them apart
@@ -43,6 +44,8 @@ def upgrade() -> None:
     with op.batch_alter_table("leases") as batch:
         batch.add_column(sa.Column("cancel_requested_at", sa.DateTime(timezone=True)))
         batch.add_column(sa.Column("cancel_requested_by", sa.String(255)))
+    with op.batch_alter_table("trials") as batch:
+        batch.add_column(sa.Column("search_state", sa.JSON, nullable=True))
     _first_versions(versions)
 
 
@@ -71,6 +74,8 @@ def _first_versions(versions: sa.Table) -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("trials") as batch:
+        batch.drop_column("search_state")
     with op.batch_alter_table("leases") as batch:
         batch.drop_column("cancel_requested_by")
         batch.drop_column("cancel_requested_at")
