@@ -26,14 +26,16 @@ from typing import Any
 
 import yaml
 
+from benchmarks.scaling import TINY_BASE as SCALING_TINY
 from benchmarks.sweep_overhead import ORCHESTRATOR, run_cli
 from orchestrator.study import make_sampler
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "sweeps" / "temperature_asha.yaml"
+# scaling.py's tiny trial, trained long enough (64 steps) for ASHA's rungs at 8, 16 and 32.
 TINY_BASE: dict[str, Any] = {
-    "data": {"name": "shapes", "n_train": 256, "n_eval": 64, "image_size": 12},
-    "model": {"embed_dim": 8, "text": {"hidden_size": 16, "num_layers": 1, "num_heads": 2}},
+    **SCALING_TINY,
+    "data": {**SCALING_TINY["data"], "n_train": 256, "n_eval": 64},
     "optim": {"batch_size": 32, "epochs": 4},
     "eval": {"every_steps": 8},
 }

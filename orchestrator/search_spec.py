@@ -41,8 +41,8 @@ class SchedulerSpec(BaseModel):
         given = self.model_fields_set & {"reduction_factor", "brackets"}
         if self.kind == "median" and given:
             raise ValueError(f"{', '.join(sorted(given))}: not used by the median rule")
-        if self.kind == "hyperband" and "brackets" in self.model_fields_set:
-            raise ValueError("brackets: hyperband chooses its own")
+        if self.kind == "hyperband" and self.model_fields_set & {"brackets", "grace_steps"}:
+            raise ValueError("brackets, grace_steps: hyperband sizes its own from the steps")
         return self
 
 

@@ -55,6 +55,7 @@ def spec(**keys: Any) -> dict[str, Any]:
         ({"scheduler": {"kind": "asha", "grace": 8}}, "did you mean 'grace_steps'"),
         ({"scheduler": {"kind": "median", "reduction_factor": 2}}, "not used by the median rule"),
         ({"scheduler": {"kind": "asha", "reduction_factor": 1}}, "greater than 1"),
+        ({"scheduler": {"kind": "hyperband", "grace_steps": 8}}, "hyperband sizes its own"),
         ({"search": "optuna", "parameters": {"optim.lr": {"uniform": [-1, 1]}}}, "optim.lr"),
     ],
 )

@@ -130,4 +130,4 @@ def test_mutated_specs_are_valid_or_answered_line_by_line(content: bytes) -> Non
             assert result.exit_code == 2, result.output
             assert "Traceback" not in result.output
         else:
-            assert plan.trials
+            assert plan.trials or plan.spec.search == "optuna"  # a study draws them as it runs

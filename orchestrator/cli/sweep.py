@@ -104,6 +104,13 @@ def plan(
         runs = {"completed": "no", "failed": "with --rerun-failed"}.get(stored, "yes")
         table.add_row(str(t.index), t.key, t.name, stored, runs)
     console.print(table)
+    drawn = preview.plan.spec
+    if drawn.search == "optuna":
+        held = len(preview.statuses)
+        console.print(
+            f"an Optuna study: the store holds {held} of its {drawn.num_samples} trials; "
+            f"{max(0, drawn.num_samples - held)} remain to be drawn"
+        )
     _say_stages(preview.plan)
     if preview.plan.duplicates_dropped:
         console.print(f"{preview.plan.duplicates_dropped} duplicate draws were dropped")
