@@ -25,7 +25,7 @@ from optuna.distributions import (
 )
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from ray.tune.search import Searcher
 
 from orchestrator.overrides import set_paths
@@ -205,7 +205,6 @@ class StudySearcher(Searcher):
         self.live: dict[str, tuple[optuna.trial.Trial | None, str]] = {}  # Tune's id -> key
         self.steps: dict[str, int] = {}  # Tune's id -> the trial's steps when not cut short
         self.space = search_space(spec)
-        self.rerun_failed = rerun_failed
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its search algorithm for `Tuner.restore`, which gapsweep does not use:
@@ -230,7 +229,11 @@ class StudySearcher(Searcher):
             if self.held >= self.spec.num_samples:
                 return Searcher.FINISHED  # type: ignore[return-value]
             asked = self.study.ask(self.space)
-            trial = self._trial(varied_of(self.spec, asked.params))
+            try:
+                trial = self._trial(varied_of(self.spec, asked.params))
+            except ValidationError:  # a combination the trial config refuses: not a trial
+                self.study.tell(asked, state=TrialState.FAIL)
+                continue
             found = self.records.lookup(trial.key)
             if found is not None and (found.status in FINAL or trial.key in self._running()):
                 self._tell(asked, found.status, found.metrics)  # answered from the store
