@@ -238,12 +238,13 @@ def _corners(spec: SweepSpec) -> list[dict[str, Any]]:
     """For a space drawn as the sweep runs: each parameter at each end of its range (each of a
     choice's values), the others at their low ends, so that a value no trial could take is
     refused before anything starts."""
-    ends = {path: _ends(domain) for path, domain in spec.parameters.items()}
+    ends = {path: domain_ends(domain) for path, domain in spec.parameters.items()}
     low = {path: values[0] for path, values in ends.items()}
     return [{**low, path: value} for path, values in ends.items() for value in values]
 
 
-def _ends(domain: Domain) -> list[Any]:
+def domain_ends(domain: Domain) -> list[Any]:
+    """A drawn domain's extreme values (every value of a choice), low end first."""
     if domain.choice is not None:
         return list(domain.choice)
     if domain.randint is not None:

@@ -39,7 +39,13 @@ from orchestrator.store.lease import Fence
 from orchestrator.store.pending import replay_spilled
 from orchestrator.store.repository import ResultsStore
 from orchestrator.store.views import SweepView, TrialView
-from orchestrator.study import draws_left, optuna_search, stored_plan
+from orchestrator.study import (
+    draws_left,
+    longest_steps,
+    optuna_search,
+    stored_plan,
+    trial_steps,
+)
 from orchestrator.tracking.client import MlflowTracker
 from orchestrator.tracking.mirror import MlflowMirror
 from orchestrator.tracking.sync import finish_parent, open_mlflow
@@ -182,8 +188,8 @@ def _record_sweep(
 
 def _of_this_version(store: ResultsStore, sweep: str) -> list[TrialView]:
     version = store.versions.get(sweep)
-    views = store.trials(sweep)
-    return views if version is None else [v for v in views if v.key in set(version.keys)]
+    held = None if version is None else set(version.keys)
+    return [v for v in store.trials(sweep) if held is None or v.key in held]
 
 
 def _run_sweep(
@@ -208,7 +214,7 @@ def _run_sweep(
             metrics = TRAINERS[plan.spec.trainer].metrics
             recorder = Recorder(writer, mirror, progress, metrics, stopper.stop_all)
             if plan.spec.scheduler is not None:
-                recorder.scheduled_steps = {t.key: _steps(t) for t in plan.trials}
+                recorder.scheduled_steps = {t.key: trial_steps(t.config) for t in plan.trials}
             _run_tune(plan, todo, settings, store, recorder, stopper)
     finally:
         if writer.away:  # results still wait for the store: at most wait_s more
@@ -326,7 +332,7 @@ def _run_tune(
             # A fresh worker per trial would re-import torch and transformers every time.
             reuse_actors=True,
             trial_dirname_creator=lambda trial: str(trial.config["trial_key"]),
-            scheduler=tune_scheduler(spec, max((_steps(t) for t in plan.trials), default=0)),
+            scheduler=tune_scheduler(spec, longest_steps(plan)),
         ),
         run_config=tune.RunConfig(
             name=spec.name,
@@ -382,13 +388,9 @@ def _search(
     def show(trial: Trial) -> None:
         recorder.progress.add(trial.key, trial.name, trial.varied)
         if recorder.scheduled_steps is not None:
-            recorder.scheduled_steps[trial.key] = _steps(trial)
+            recorder.scheduled_steps[trial.key] = trial_steps(trial.config)
 
     return optuna_search(plan, store, show, rerun_failed)
-
-
-def _steps(trial: Trial) -> int:
-    return int(getattr(trial.config, "total_steps", 0) or 0)
 
 
 def _total_steps(plan: Plan) -> int | None:

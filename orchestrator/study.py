@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from ray.tune.search import Searcher
 
 from orchestrator.overrides import set_paths
-from orchestrator.plan import Plan, Trial, new_trial, trial_key
+from orchestrator.plan import Plan, Trial, domain_ends, new_trial, trial_key
 from orchestrator.result import STEP
 from orchestrator.trainer_registry import TRAINERS
 
@@ -93,7 +93,8 @@ def make_sampler(spec: SweepSpec, told: int) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=spec.seed, scramble=True)  # a sequence: one seed
+        # One sequence: its next point is found from the trials the rebuilt study holds.
+        return optuna.samplers.QMCSampler(seed=spec.seed, scramble=True)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
     if name == "nsgaii":
@@ -170,16 +171,19 @@ class StudyRecords:
     ) -> None:
         self.store, self.sweep, self.version = store, sweep, version
         self.keys, self.shown = list(keys), shown
+        self.held = set(keys)
 
-    def register(self, trial: Trial) -> None:
-        self.store.register_trials(self.sweep, [new_trial(trial)])
+    def register(self, trial: Trial) -> str:
+        """Add the trial to the sweep and its version; its stored status, which is final when
+        an earlier version of the sweep already ran the same config (one row per key)."""
+        status = self.store.register_trials(self.sweep, [new_trial(trial)])[trial.key]
         self.keys.append(trial.key)
+        self.held.add(trial.key)
         self.store.versions.record(self.sweep, self.version[0], self.version[1], self.keys)
         self.shown(trial)
+        return status
 
-    def lookup(self, key: str) -> TrialView | None:
-        if key not in self.keys:
-            return None
+    def lookup(self, key: str) -> TrialView:
         return self.store.trial(self.sweep, key)
 
     def save_state(self, key: str, state: dict[str, Any]) -> None:
@@ -204,7 +208,10 @@ class StudySearcher(Searcher):
         self.held = len(stored)  # trials of the budget already spent
         self.live: dict[str, tuple[optuna.trial.Trial | None, str]] = {}  # Tune's id -> key
         self.steps: dict[str, int] = {}  # Tune's id -> the trial's steps when not cut short
+        # Trials ended in this session, by key: their end may still wait for the store.
+        self.ended: dict[str, tuple[str, dict[str, float]]] = {}
         self.space = search_space(spec)
+        self.rerun_failed = rerun_failed
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its search algorithm for `Tuner.restore`, which gapsweep does not use:
@@ -223,7 +230,7 @@ class StudySearcher(Searcher):
         if self.again:
             view = self.again.pop(0)
             self.live[trial_id] = (self._asked_for(view), view.key)
-            self.steps[trial_id] = _steps(self._config(view.varied))
+            self.steps[trial_id] = trial_steps(self._config(view.varied))
             return {"trial_key": view.key, "config_json": _json(view.config)}
         for _ in range(MAX_REPEATS):
             if self.held >= self.spec.num_samples:
@@ -234,14 +241,16 @@ class StudySearcher(Searcher):
             except ValidationError:  # a combination the trial config refuses: not a trial
                 self.study.tell(asked, state=TrialState.FAIL)
                 continue
-            found = self.records.lookup(trial.key)
-            if found is not None and (found.status in FINAL or trial.key in self._running()):
-                self._tell(asked, found.status, found.metrics)  # answered from the store
+            if self._answered(asked, trial.key):
                 continue
-            self.records.register(trial)
+            status = self.records.register(trial)
             self.held += 1
+            if status in FINAL and (status != "failed" or not self.rerun_failed):
+                found = self.records.lookup(trial.key)  # an earlier version ran this config
+                self._tell(asked, found.status, found.metrics)
+                continue
             self.live[trial_id] = (asked, trial.key)
-            self.steps[trial_id] = _steps(trial.config)
+            self.steps[trial_id] = trial_steps(trial.config)
             return {"trial_key": trial.key, "config_json": trial.config_json}
         return Searcher.FINISHED  # type: ignore[return-value]
 
@@ -257,7 +266,8 @@ class StudySearcher(Searcher):
         status = "failed" if error else "pruned" if short else "completed"
         metrics = {k: float(v) for k, v in result.items() if isinstance(v, int | float)}
         self._tell(asked, status, metrics)
-        frozen = self.study.trials[asked.number]
+        self.ended[key] = (status, metrics)
+        frozen = self.study.get_trials(deepcopy=False)[asked.number]
         if frozen.system_attrs:
             self.records.save_state(key, dict(frozen.system_attrs))
 
@@ -275,8 +285,19 @@ class StudySearcher(Searcher):
         self.study.enqueue_trial(params, skip_if_exists=False)
         return self.study.ask(self.space)
 
-    def _running(self) -> set[str]:
-        return {key for _, key in self.live.values()}
+    def _answered(self, asked: optuna.trial.Trial, key: str) -> bool:
+        """Whether this version already holds the suggested config: then it is told from what
+        is known of it (a duplicate of one still running is told as failed), not run again."""
+        if key not in self.records.held:
+            return False
+        if key in self.ended:
+            self._tell(asked, *self.ended[key])
+        elif key in {k for _, k in self.live.values()}:
+            self._tell(asked, "running", {})
+        else:
+            found = self.records.lookup(key)
+            self._tell(asked, found.status, found.metrics)
+        return True
 
     def _trial(self, varied: dict[str, Any]) -> Trial:
         config = self._config(varied)
@@ -287,8 +308,28 @@ class StudySearcher(Searcher):
         return model.model_validate(set_paths(self.spec.base, varied))
 
 
-def _steps(config: BaseModel) -> int:
+def study_steps(spec: SweepSpec) -> int:
+    """The steps of a study's trial with every parameter at its low end: Hyperband's horizon
+    before the study has drawn any."""
+    low = {
+        path: ends[0] for path, ends in ((p, domain_ends(d)) for p, d in spec.parameters.items())
+    }
+    model = TRAINERS[spec.trainer].config_model
+    try:
+        return trial_steps(model.model_validate(set_paths(spec.base, low)))
+    except ValidationError:
+        return 0
+
+
+def trial_steps(config: BaseModel) -> int:
+    """A trial's steps when it trains to its end (0 for a trainer that does not say)."""
     return int(getattr(config, "total_steps", 0) or 0)
+
+
+def longest_steps(plan: Plan) -> int:
+    """The longest trial's steps (a study's before it drew any, from its low ends)."""
+    drawn = max((trial_steps(t.config) for t in plan.trials), default=0)
+    return max(drawn, study_steps(plan.spec)) if plan.spec.search == "optuna" else drawn
 
 
 def _json(config: dict[str, Any]) -> str:

@@ -33,8 +33,8 @@ def choose_version(store: ResultsStore, loaded: LoadedSpec, plan: Plan, new_vers
     latest = store.versions.get(plan.spec.name)
     if latest is None:
         return 1
-    if new_version:
-        return latest.number + 1
+    if new_version and latest.spec_hash != loaded.spec_hash:
+        return latest.number + 1  # the same spec again is the same version: nothing new
     if plan.spec.search == "optuna":
         # A study's trials are drawn as it runs: it stays the same study while only its budget
         # (or its description) changes.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -90,6 +91,8 @@ class Driver:
     since: datetime
     heartbeat_age_s: float
     cancel_requested_by: str | None
+    holder: str = ""  # the lease's holder id and epoch: a cancel reaches this driver alone
+    epoch: int = 0
 
 
 def timeout_s() -> float:
@@ -176,7 +179,7 @@ class Drivers:
             found = [(row, _age_s(row, now)) for row, now in rows.all()]
         return [
             Driver(row.sweep_name, row.host, row.pid, _aware(row.acquired_at), age,
-                   row.cancel_requested_by)
+                   row.cancel_requested_by, row.holder, row.epoch)
             for row, age in found
             if age < stale and not (row.host == here and not _pid_alive(row.pid))
         ]  # fmt: skip
@@ -190,7 +193,12 @@ class Drivers:
             for driver in asked:
                 s.execute(
                     update(LeaseRow)
-                    .where(LeaseRow.sweep_name == driver.sweep, LeaseRow.released_at.is_(None))
+                    .where(
+                        LeaseRow.sweep_name == driver.sweep,
+                        LeaseRow.holder == driver.holder,
+                        LeaseRow.epoch == driver.epoch,
+                        LeaseRow.released_at.is_(None),
+                    )
                     .values(cancel_requested_at=db_now(), cancel_requested_by=by)
                 )
         return asked
@@ -232,13 +240,12 @@ class HeartbeatThread(threading.Thread):
 
     def run(self) -> None:
         poll = min(self.every_s, CANCEL_POLL_S)
-        since_beat = 0.0
+        last_beat = time.monotonic()
         while not self.stopping.wait(poll):
-            since_beat += poll
             try:
                 watch_cancel(self.sessions, self.fence)
-                if since_beat >= self.every_s:
-                    since_beat = 0.0
+                if time.monotonic() - last_beat >= self.every_s:  # a slow query delays no beat
+                    last_beat = time.monotonic()
                     self.beat()
             except LeaseLostError:
                 return
