@@ -32,7 +32,7 @@ import yaml
 from orchestrator.errors import InputError
 from orchestrator.store.repository import ResultsStore
 from tests.conftest import TINY_BASE
-from tests.helpers import free_port, missing_program, mlflow_runs
+from tests.helpers import free_port, missing_program, mlflow_runs, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILES = ("docker/compose.yaml", "docker/compose.loopback.yaml")
@@ -44,7 +44,10 @@ RAY_NODE_PORTS = (
     "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port",
 )  # fmt: skip
 WORKERS = ("ray-worker", "ray-worker-2")
-RAYLET_LOG = "/tmp/ray/session_latest/logs/raylet.out"  # in each Ray container
+# In each Ray container, one per start of its raylet: a container restarted by its restart
+# policy (or a raylet the head marked dead and that started again) has had several node ids.
+RAYLET_LOGS = "/tmp/ray/session_*/logs/raylet.out"
+RAYLET_LOG = "/tmp/ray/session_latest/logs/raylet.out"  # the raylet running now
 # Trials of several seconds each, long enough to kill a worker in the middle of one.
 LONG_BASE = {
     **TINY_BASE,
@@ -182,13 +185,29 @@ class ComposeCluster:
         return f"postgresql+psycopg://gapsweep_results:{password}@127.0.0.1:{port}/results"
 
     def node_id(self, service: str) -> str:
-        """The Ray node id the service's raylet logged at start."""
+        """The Ray node id of the service's raylet running now."""
+        return self._logged_ids(service, RAYLET_LOG)[-1]
+
+    def node_ids(self, service: str) -> set[str]:
+        """Every Ray node id the service's raylets logged, one per start of the container."""
+        return set(self._logged_ids(service, RAYLET_LOGS))
+
+    def _logged_ids(self, service: str, logs: str) -> list[str]:
         found = subprocess.run(
             ["docker", "exec", self.container(service), "sh", "-c",
-             f"grep -ho 'Setting node ID node_id=[0-9a-f]*' {RAYLET_LOG}"],
+             f"grep -ho 'Setting node ID node_id=[0-9a-f]*' {logs}"],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
-        return found.stdout.strip().split("=")[-1]
+        return [line.split("=")[-1] for line in found.stdout.split()]
+
+    def live_worker_nodes(self) -> int:
+        """How many alive Ray nodes with CPUs the head sees (the head itself has none)."""
+        shown = exec_in_head(
+            self, "python", "-c",
+            "import ray; ray.init(); "
+            "print(sum(1 for n in ray.nodes() if n['Alive'] and n['Resources'].get('CPU')))",
+        )  # fmt: skip
+        return int(shown.stdout.split()[-1]) if shown.returncode == 0 and shown.stdout else 0
 
 
 def cluster_settings() -> dict[str, str]:
@@ -263,6 +282,9 @@ def compose_cluster(
         up = cluster.compose("up", "-d")
         assert up.returncode == 0, up.stderr[-4000:]
         wait_until_up(cluster)
+        # A worker container runs before its raylet has joined: a sweep submitted then places
+        # every trial on the worker that joined first.
+        wait_for(lambda: cluster.live_worker_nodes() == len(WORKERS), 300, "both Ray workers")
         yield cluster
     finally:
         (workdir / "compose.log").write_text(cluster.compose("logs", "--no-color").stdout)
@@ -367,8 +389,10 @@ def test_the_quickstart_runs_on_both_worker_containers(compose_cluster: ComposeC
     (compose_cluster.workdir / "quickstart.seconds").write_text(f"{time.monotonic() - started:.0f}")
     records = results(compose_cluster, "temperature")
     assert len(records) == 18 and {r["status"] for r in records} == {"completed"}
-    workers = {compose_cluster.node_id(w) for w in WORKERS}
-    assert {r["node"] for r in records} == workers, "trials ran on both worker containers only"
+    workers = [compose_cluster.node_ids(w) for w in WORKERS]
+    nodes = {r["node"] for r in records}
+    assert all(nodes & ids for ids in workers), f"trials on {nodes}, not on both of {workers}"
+    assert nodes <= set.union(*workers), "trials ran on the worker containers only"
     stored_once(compose_cluster, "temperature", [r["key"] for r in records])
 
 
@@ -399,6 +423,9 @@ def test_a_killed_worker_container_loses_nothing_and_doubles_nothing(
              "orchestrator", "submit", "/tmp/lost.yaml"],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
+    # Both workers in the cluster now (a raylet the head marked dead comes back as a new node
+    # when its container restarts), so that the sweep's two trials at a time use both.
+    wait_for(lambda: compose_cluster.live_worker_nodes() == len(WORKERS), 300, "both workers")
     victim = compose_cluster.node_id("ray-worker-2")
     try:
         lost = wait_for_a_trial_on(compose_cluster, victim, submit, log)
@@ -409,9 +436,14 @@ def test_a_killed_worker_container_loses_nothing_and_doubles_nothing(
             submit.kill()
     records = {r["key"]: r for r in results(compose_cluster, "lost")}
     assert len(records) == 4 and {r["status"] for r in records.values()} == {"completed"}
-    survivor = compose_cluster.node_id("ray-worker")
-    for key in lost:  # retried, and finished on the worker that was left
-        assert records[key]["attempts"] > 1 and records[key]["node"] == survivor, records[key]
+    # Retried, and finished on a worker that was left (the survivor, or the killed container
+    # once its restart policy brought it back as a new Ray node).
+    workers = compose_cluster.node_ids("ray-worker")
+    if container_state(compose_cluster.container("ray-worker-2")) in ("running", "healthy"):
+        workers |= compose_cluster.node_ids("ray-worker-2")
+    for key in lost:
+        record = records[key]
+        assert record["attempts"] > 1 and record["node"] in workers - {victim}, record
     stored_once(compose_cluster, "lost", list(records))
 
 
@@ -431,4 +463,18 @@ def wait_for_a_trial_on(
                 if found:
                     return found
             time.sleep(0.5)
-    raise AssertionError(f"no trial ran on {node[:8]}:\n{log.read_text()[-4000:]}")
+    with ResultsStore(cluster.results_db) as store:
+        placed = {t.key[:8]: (t.status, (t.node_id or "")[:8]) for t in store.trials("lost")}
+    restarts = {w: restart_count(cluster.container(w)) for w in WORKERS}
+    raise AssertionError(
+        f"no trial ran on {node[:8]}: trials {placed}, container restarts {restarts}\n"
+        f"{log.read_text()[-4000:]}"
+    )
+
+
+def restart_count(container: str) -> str:
+    shown = subprocess.run(
+        ["docker", "inspect", "--format", "{{.RestartCount}}", container],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    return shown.stdout.strip()

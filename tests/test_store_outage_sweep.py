@@ -2,10 +2,11 @@
 sweep (`orchestrator submit`, local Ray, MLflow in a SQLite file), with the store in a private
 PostgreSQL server (tests/chaos.py) that the test stops and starts again.
 
-- Away for 12 s (past the ~7 s of retries), then back: the sweep goes on and completes; the
-  results kept meanwhile (past 8 in memory, in the spill file) go in in order; every trial
-  once, every step once, in SQL and in MLflow. (20 s away left too little of a busy CI
-  machine's sweep to show the kept results going in before its end.)
+- Away until the driver has kept more results than memory holds (past 8, in the spill file)
+  and for 12 s at least (past the ~7 s of retries), then back: the sweep goes on and
+  completes; the results kept meanwhile go in, in order; every trial once, every step once,
+  in SQL and in MLflow. (20 s away left too little of a busy CI machine's sweep to show the
+  kept results going in before its end.)
 - Never back while the driver runs: past GAPSWEEP_PENDING_MAX kept results the sweep stops, the
   driver waits GAPSWEEP_STORE_WAIT_S, leaves them in the spill file and says how they will be
   recorded; submitting again once the store is back records them first, and the sweep
@@ -103,7 +104,12 @@ def test_postgres_away_longer_than_the_retries_mid_sweep_loses_and_doubles_nothi
         probe.engine.dispose()
         stopped = time.monotonic()
         assert postgres.stop("fast").returncode == 0
-        time.sleep(OUTAGE_S)
+        # Down until the driver has given up its retries and kept more than memory holds (the
+        # spill file is there), and for OUTAGE_S at least: timed by the clock alone, a busy
+        # machine's driver could still be inside its retries when the store came back.
+        spill = spill_path(tmp_path / "runs", "outage")
+        wait_for(lambda: spill.exists() or not driver.alive(), 300, "results kept on disk")
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))
         assert postgres.start().returncode == 0, postgres.log_tail()
         down_s = time.monotonic() - stopped
         recorded = lambda: (probe.reports("outage") or 0) > before + 4  # noqa: E731
