@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,9 @@ from rich.table import Table
 from orchestrator.plan import format_value
 
 LIVE_METRICS = ("loss", "gap_norm", "zero_shot_acc")
+# A sweep measured on a labelled folder (`eval.folder`) shows how it classifies the folder:
+# what the user pointed it at, where zero_shot_acc is that of the training captions' own data.
+FOLDER_ZERO_SHOT = "folder_zero_shot_acc"
 STATUS_STYLE = {
     "pending": "dim",
     "running": "cyan",
@@ -66,7 +70,8 @@ class SweepProgress:
         for path in paths:
             table.add_column(path.rsplit(".", 1)[-1], justify="right")
         table.add_column("step", justify="right")
-        for metric in LIVE_METRICS:
+        shown = live_metrics(line.metrics for line in self.lines.values())
+        for metric in shown:
             table.add_column(metric, justify="right")
         for line in self.lines.values():
             style = STATUS_STYLE.get(line.status, "")
@@ -77,7 +82,7 @@ class SweepProgress:
                 f"[{style}]{line.status}[/]",
                 *(format_value(line.varied.get(p, "")) for p in paths),
                 step,
-                *(_fmt(line.metrics.get(m)) for m in LIVE_METRICS),
+                *(_fmt(line.metrics.get(m)) for m in shown),
             )
         return table
 
@@ -95,7 +100,8 @@ def summary_table(
 
     ordered = sorted(rows, key=sort_key)
     paths = _varied_paths(TrialLine(name="", varied=v) for _, v, _ in ordered)
-    columns = [metric, *[m for m in ("loss", "gap_norm", "zero_shot_acc") if m != metric]]
+    shown = live_metrics(metrics for _, _, metrics in ordered)
+    columns = [metric, *[m for m in shown if m != metric]]
     table = Table(title=title, title_justify="left")
     table.add_column("status")
     for path in paths:
@@ -113,6 +119,14 @@ def summary_table(
             *(_fmt(metrics.get(c)) for c in columns),
         )
     return table
+
+
+def live_metrics(reported: Iterable[dict[str, float]]) -> tuple[str, ...]:
+    """The metric columns of the tables: LIVE_METRICS, with the folder's zero-shot accuracy in
+    place of zero_shot_acc where the trials report one."""
+    if any(FOLDER_ZERO_SHOT in metrics for metrics in reported):
+        return tuple(FOLDER_ZERO_SHOT if m == "zero_shot_acc" else m for m in LIVE_METRICS)
+    return LIVE_METRICS
 
 
 def _varied_paths(lines: Any) -> list[str]:

@@ -3,10 +3,12 @@ image processor and a tokenizer saved by the test (tests/clip_fixture.py); nothi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pytest
 import torch
 
@@ -20,6 +22,7 @@ from tests.clip_fixture import (
 )
 from tests.helpers import SWEEPS, mlflow_runs, orchestrator
 from trainers.config import TrialConfig
+from trainers.data.image_folder import class_folders, class_name
 from trainers.data.paired import InputSpec
 from trainers.dual_encoder import build_model, make_optimiser
 from trainers.reports import FOLDER_METRICS
@@ -235,3 +238,12 @@ def test_fine_tuning_a_clip_at_six_temperatures_end_to_end(
     assert len(children) == 6 and all(r.info.status == "FINISHED" for r in children)
     assert all("folder_zero_shot_acc" in r.data.metrics for r in children)
     assert all(r.data.params["eval.folder.root"] == str(labelled) for r in children)
+    # The tables show what the user pointed the sweep at: the folder's zero-shot accuracy.
+    assert "folder_zero_shot_acc" in result.stdout and " zero_shot_acc " not in result.stdout
+    # Each trial's artifacts name the prompts behind the folder's class embeddings.
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    kept = client.download_artifacts(children[0].info.run_id, "folder_prompts.json", str(tmp_path))
+    prompts = json.loads(Path(kept).read_text())
+    templates = trials[0].config["eval"]["folder"]["templates"]
+    names = [class_name(f) for f in class_folders(labelled)]
+    assert prompts == {n: [t.format(n) for t in templates] for n in names}

@@ -24,7 +24,8 @@ FORMAT_VERSION = 1
 # `b` (N, d) float32 L2-normalised; where the data has them, `labels`, `groups` (N,) int64 and
 # `class_b` (variants, d), tower b's zero-shot targets, and `class_b_class` (variants,) the class
 # of each (trainers/evaluate.py), with the prompts behind them (`class_names`, `class_prompts`,
-# `prompt_class`).
+# `prompt_class`); with `eval.folder`, the folder's prompts likewise (`folder_class_names`,
+# `folder_class_prompts`, `folder_prompt_class`).
 EMBEDDINGS_FILE = "embeddings.npz"
 
 

@@ -28,7 +28,7 @@ from trainers.device import (
 from trainers.embedding_cache import eval_embeddings, frozen_key, towers_frozen
 from trainers.errors import DataError, NonFiniteLossError
 from trainers.evaluate import ClassEmbeddings, Embeddings, class_embeddings, evaluate
-from trainers.evaluate_folder import FolderInputs, folder_metrics
+from trainers.evaluate_folder import FolderInputs, folder_metrics, folder_prompt_arrays
 from trainers.evaluate_shift import heldout_shift, shift_summary, shift_table
 from trainers.inputs import TowerInputs, image_layout, train_batches
 from trainers.loss import Temperature, contrastive_loss
@@ -324,6 +324,8 @@ def _evaluate(
         metrics |= folder_metrics(model.image, model.text, folder, inputs, batch, cache_key)
     metrics |= peak_memory_gb(device)
     arrays = _arrays(emb, data, class_b) if final else None
+    if arrays is not None and folder is not None:
+        arrays |= folder_prompt_arrays(folder)
     if arrays is not None and config.eval.shift_lambdas:
         rows = shift_table(arrays, config.eval.shift_lambdas, model.temperature.value())
         metrics |= shift_summary(rows) | heldout_shift(arrays, config.eval.shift_lambdas)

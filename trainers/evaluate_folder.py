@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,6 +57,17 @@ class FolderInputs:
         digest.update(self.folder.images.content_key().encode())
         digest.update(self.prompts.cpu().numpy().tobytes())
         return digest.hexdigest()[:32]
+
+
+def folder_prompt_arrays(inputs: FolderInputs) -> dict[str, np.ndarray]:
+    """The prompts behind the folder's class embeddings, saved with the final embeddings so
+    that the trial's artifacts say what its folder_zero_shot_acc matched images against."""
+    held = inputs.folder
+    return {
+        "folder_class_names": np.array(held.class_names, dtype=str),
+        "folder_class_prompts": np.array(held.prompts, dtype=str),
+        "folder_prompt_class": held.prompt_class.numpy(),
+    }
 
 
 def prompt_inputs(config: TrialConfig, data: PairedData, prompts: tuple[str, ...]) -> torch.Tensor:

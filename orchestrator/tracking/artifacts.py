@@ -38,7 +38,8 @@ def _embedding_artifacts(view: TrialView, folder: Path) -> list[Path]:
         arrays = load_embeddings(Path(view.checkpoint_path))
     except DataError:
         return []  # a damaged file costs the picture, not the trial's other artifacts
-    written = _prompts(arrays, folder)
+    written = _prompts(arrays, folder, "", "prompts.json")
+    written += _prompts(arrays, folder, "folder_", "folder_prompts.json")
     sample = {k: np.asarray(v)[:EMBEDDING_SAMPLE] for k, v in arrays.items()}
     npz = folder / "embeddings_sample.npz"
     np.savez_compressed(npz, **sample)  # type: ignore[arg-type]
@@ -51,15 +52,17 @@ def _embedding_artifacts(view: TrialView, folder: Path) -> list[Path]:
     return written
 
 
-def _prompts(arrays: dict[str, np.ndarray], folder: Path) -> list[Path]:
-    """prompts.json: the zero-shot prompts behind each class embedding, by class name."""
-    if not {"class_names", "class_prompts", "prompt_class"} <= set(arrays):
+def _prompts(arrays: dict[str, np.ndarray], folder: Path, prefix: str, name: str) -> list[Path]:
+    """The zero-shot prompts behind each class embedding, by class name: prompts.json for the
+    data set's classes, folder_prompts.json for those of `eval.folder`."""
+    wanted = [f"{prefix}{part}" for part in ("class_names", "class_prompts", "prompt_class")]
+    if not set(wanted) <= set(arrays):
         return []
-    names, owners = arrays["class_names"].tolist(), arrays["prompt_class"].tolist()
-    by_class: dict[str, list[str]] = {str(name): [] for name in names}
-    for text, owner in zip(arrays["class_prompts"].tolist(), owners, strict=True):
+    names, texts, owners = (arrays[w].tolist() for w in wanted)
+    by_class: dict[str, list[str]] = {str(n): [] for n in names}
+    for text, owner in zip(texts, owners, strict=True):
         by_class[str(names[owner])].append(str(text))
-    out = folder / "prompts.json"
+    out = folder / name
     out.write_text(json.dumps(by_class, indent=2) + "\n")
     return [out]
 
