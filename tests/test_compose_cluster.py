@@ -243,12 +243,17 @@ def wait_until_up(cluster: ComposeCluster, timeout: float = 600) -> None:
         time.sleep(3)
 
 
-def container_state(container: str) -> str:
+def inspected(container: str, template: str) -> str:
+    """`docker inspect --format template` of the container."""
     shown = subprocess.run(
-        ["docker", "inspect", "--format", "{{json .State}}", container],
+        ["docker", "inspect", "--format", template, container],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    state = json.loads(shown.stdout)
+    return shown.stdout.strip()
+
+
+def container_state(container: str) -> str:
+    state = json.loads(inspected(container, "{{json .State}}"))
     health = state.get("Health")
     return str(health["Status"] if health and state["Status"] == "running" else state["Status"])
 
@@ -414,6 +419,9 @@ def test_a_killed_worker_container_loses_nothing_and_doubles_nothing(
         input=yaml.safe_dump(spec), text=True, capture_output=True,
     )  # fmt: skip
     assert copied.returncode == 0, copied.stderr
+    # Both workers in the cluster before the sweep starts (a raylet the head marked dead comes
+    # back as a new node when its container restarts): its two trials at a time use both.
+    wait_for(lambda: compose_cluster.live_worker_nodes() == len(WORKERS), 300, "both workers")
     log = compose_cluster.workdir / "submit-lost.log"
     files = [arg for path in COMPOSE_FILES for arg in ("-f", str(ROOT / path))]
     with log.open("w") as out:
@@ -423,9 +431,6 @@ def test_a_killed_worker_container_loses_nothing_and_doubles_nothing(
              "orchestrator", "submit", "/tmp/lost.yaml"],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
-    # Both workers in the cluster now (a raylet the head marked dead comes back as a new node
-    # when its container restarts), so that the sweep's two trials at a time use both.
-    wait_for(lambda: compose_cluster.live_worker_nodes() == len(WORKERS), 300, "both workers")
     victim = compose_cluster.node_id("ray-worker-2")
     try:
         lost = wait_for_a_trial_on(compose_cluster, victim, submit, log)
@@ -465,16 +470,8 @@ def wait_for_a_trial_on(
             time.sleep(0.5)
     with ResultsStore(cluster.results_db) as store:
         placed = {t.key[:8]: (t.status, (t.node_id or "")[:8]) for t in store.trials("lost")}
-    restarts = {w: restart_count(cluster.container(w)) for w in WORKERS}
+    restarts = {w: inspected(cluster.container(w), "{{.RestartCount}}") for w in WORKERS}
     raise AssertionError(
         f"no trial ran on {node[:8]}: trials {placed}, container restarts {restarts}\n"
         f"{log.read_text()[-4000:]}"
     )
-
-
-def restart_count(container: str) -> str:
-    shown = subprocess.run(
-        ["docker", "inspect", "--format", "{{.RestartCount}}", container],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    return shown.stdout.strip()
