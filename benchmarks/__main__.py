@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "gap_metrics": (["--size", "200000", "--repeat", "3"], ["--size", "20000", "--repeat", "1"]),
     "results_store": ([], ["--trials", "100", "--steps", "5", "--repeats", "1"]),
     "search": ([], ["--tiny"]),
+    "many_trials": ([], ["--tiny"]),
     # Without an NVIDIA GPU only the tiny CPU version of the ViT step can run.
     "gpu_trainer": ([] if shutil.which("nvidia-smi") else ["--tiny"], ["--tiny"]),
 }

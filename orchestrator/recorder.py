@@ -5,6 +5,9 @@ Trials never write to the stores themselves; their results (orchestrator/result.
 driver through Tune and are recorded here once, in the order they arrive. The SQL store is written
 first: it is the record of truth; then the mirror hands the same values to MLflow.
 
+Reports are gathered for a quarter of a second and written together (orchestrator/
+report_batch.py); every other event is written at once, after the reports gathered before it.
+
 While the store is away longer than its retries, the writes wait in order in the
 `BufferedWriter` (orchestrator/store/buffered.py) and the sweep goes on; MLflow is not handed
 what the store has not taken, and the trials concerned are caught up from the store once it has.
@@ -27,6 +30,7 @@ from ray.tune import Callback
 
 from orchestrator.errors import LeaseLostError
 from orchestrator.progress import SweepProgress
+from orchestrator.report_batch import MirrorDue, ReportBatch
 from orchestrator.result import STEP, TrialResult
 from orchestrator.store.buffered import BufferedWriter
 from orchestrator.store.engine import TransientStoreError
@@ -62,6 +66,7 @@ class Recorder(Callback):
         self.metric_names = metric_names  # what the sweep's trainer declares
         self.writer = writer
         self.mirror = mirror
+        self.batch = ReportBatch.from_env()
         self.sweep = mirror.sweep
         self.progress = progress
         self.last_metrics: dict[str, dict[str, float]] = {}
@@ -86,6 +91,12 @@ class Recorder(Callback):
     @_dropped_once_lease_lost
     def on_step(self, iteration: int, trials: list[Any], **info: Any) -> None:
         self.writer.drain_if_due()  # results waiting for the store go in as soon as it is back
+        if self.batch.due:
+            self.flush()
+
+    @_dropped_once_lease_lost
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.flush()
 
     @_dropped_once_lease_lost
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -94,6 +105,7 @@ class Recorder(Callback):
         self._write("mark_running", key, host=None, node_id=None)
         self.placed.discard(key)
         self.last_metrics.pop(key, None)
+        self._flush_mirror(key)
         self._mirror(key, lambda: self.mirror.open_trial(key))
         self.progress.update(key, status="running")
 
@@ -109,8 +121,10 @@ class Recorder(Callback):
         first = key not in self.placed
         tags = self._place(key, reported) if first else self.tags_due.pop(key, None)
         step, metrics = reported.step, reported.metrics
-        self._write("record_metrics", key, step=step, metrics=metrics, first_of_attempt=first)
-        self._mirror(key, lambda: self.mirror.push(key, step, metrics, tags), tags)
+        args = {"key": key, "step": step, "metrics": metrics, "first_of_attempt": first}
+        self.batch.add_report(Write("record_metrics", args), key, step, metrics, tags)
+        if self.batch.due:
+            self.flush()
         self.last_metrics[key] = reported.metrics
         self.progress.update(key, step=reported.step, metrics=reported.metrics)
         if first:
@@ -150,6 +164,7 @@ class Recorder(Callback):
             status = "pruned"  # the scheduler ended it before its trainer's last step
         metrics = self.last_metrics.get(key, {})
         self._write("finish_trial", key, status=status, metrics=metrics, error=error)
+        self._flush_mirror(key)
         self._mirror(key, lambda: self.mirror.close_trial(key))
         self.progress.update(key, status=status)
         self.trace.event(key, "done", time.time())
@@ -168,11 +183,36 @@ class Recorder(Callback):
         error = error_summary(trial.error_file)
         metrics = self.last_metrics.get(key)
         self._write("finish_trial", key, status="failed", metrics=metrics, error=error)
+        self._flush_mirror(key)
         self._mirror(key, lambda: self.mirror.close_trial(key))
         self.progress.update(key, status="failed")
 
+    def flush(self) -> None:
+        """Write everything gathered: the store's writes in one transaction, then each trial's
+        reports to MLflow in one call."""
+        self._flush_store()
+        for key, due in self.batch.take_mirror().items():
+            self._hand_over(key, due)
+
     def _write(self, op: str, key: str, **args: Any) -> None:
-        self.writer.write(Write(op, {"key": key, **args}))
+        """A write other than a report's: at once, after the reports gathered before it."""
+        self.batch.writes.append(Write(op, {"key": key, **args}))
+        self._flush_store()
+
+    def _flush_store(self) -> None:
+        writes = self.batch.take_writes()
+        if writes:
+            self.writer.write_many(writes)
+
+    def _flush_mirror(self, key: str) -> None:
+        """MLflow's share of `key`'s gathered reports, before its run is opened or closed."""
+        self._flush_store()
+        for due in self.batch.take_mirror(key).values():
+            self._hand_over(key, due)
+
+    def _hand_over(self, key: str, due: MirrorDue) -> None:
+        push = functools.partial(self.mirror.push_many, key, due.reports, due.tags)
+        self._mirror(key, push, due.tags)
 
     def _mirror(
         self, key: str, hand_over: Callable[[], None], tags: dict[str, str] | None = None

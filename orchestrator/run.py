@@ -10,7 +10,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -27,7 +27,7 @@ from ray.tune.stopper import Stopper
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator.errors import ServiceError
+from orchestrator.errors import LeaseLostError, ServiceError
 from orchestrator.plan import Plan, Trial, new_trial
 from orchestrator.progress import SweepProgress
 from orchestrator.recorder import Recorder
@@ -202,21 +202,21 @@ def _run_sweep(
     mirror: MlflowMirror,
     fence: Fence,
 ) -> None:
-    name = plan.spec.name
-    progress = _progress(plan, statuses, todo)
-    storage = settings.services.storage
+    name, progress = plan.spec.name, _progress(plan, statuses, todo)
     say = functools.partial(console.print, style="yellow")
-    writer = BufferedWriter.for_sweep(store, name, storage, fence.epoch, say)
+    writer = BufferedWriter.for_sweep(store, name, settings.services.storage, fence.epoch, say)
     wait_s = positive_setting(WAIT_ENV, WAIT_S)
+    stopper = SweepStopper(fence, writer)
+    metrics = TRAINERS[plan.spec.trainer].metrics
+    recorder = Recorder(writer, mirror, progress, metrics, stopper.stop_all)
+    if plan.spec.scheduler is not None:
+        recorder.scheduled_steps = {t.key: trial_steps(t.config) for t in plan.trials}
     try:
         with Live(progress, console=console, refresh_per_second=2, transient=False):
-            stopper = SweepStopper(fence, writer)
-            metrics = TRAINERS[plan.spec.trainer].metrics
-            recorder = Recorder(writer, mirror, progress, metrics, stopper.stop_all)
-            if plan.spec.scheduler is not None:
-                recorder.scheduled_steps = {t.key: trial_steps(t.config) for t in plan.trials}
             _run_tune(plan, todo, settings, store, recorder, stopper)
     finally:
+        with suppress(LeaseLostError):  # what Tune reported since the last batch (Ctrl-C too)
+            recorder.flush()
         if writer.away:  # results still wait for the store: at most wait_s more
             with console.status("") as line:
                 writer.settle(wait_s, line.update)

@@ -38,6 +38,15 @@ class SubmitSettings:
 def positive_setting(name: str, default: float) -> float:
     """A positive number from the environment variable `name`, else `default`; InputError
     naming a value that is not one."""
+    return _number_setting(name, default, zero_allowed=False)
+
+
+def non_negative_setting(name: str, default: float) -> float:
+    """As `positive_setting`, 0 allowed."""
+    return _number_setting(name, default, zero_allowed=True)
+
+
+def _number_setting(name: str, default: float, zero_allowed: bool) -> float:
     from orchestrator.errors import InputError
 
     given = os.environ.get(name)
@@ -47,6 +56,7 @@ def positive_setting(name: str, default: float) -> float:
         value = float(given)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise InputError(f"{name}={given!r} is not a positive number")
+    if not (value >= 0 if zero_allowed else value > 0) or value == float("inf"):
+        kind = "non-negative" if zero_allowed else "positive"
+        raise InputError(f"{name}={given!r} is not a {kind} number")
     return value

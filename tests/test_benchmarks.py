@@ -34,7 +34,7 @@ def test_every_benchmark_runs_at_a_tiny_size() -> None:
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     records = [json.loads(ln) for ln in result.stdout.splitlines() if ln.startswith("{")]
     sides = {r.get("side") for r in records}
-    assert {"bare", "product", "ray_tune", "gapsweep"} <= sides
+    assert {"bare", "product", "ray_tune", "gapsweep", "each_report", "batched"} <= sides
     assert "stream" in result.stdout and "read_sum" in result.stdout  # gap_metrics' table
     summaries = [r["summary"] for r in records if "summary" in r]
     assert any("ratio_product_vs_bare" in s for s in summaries)

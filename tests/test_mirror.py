@@ -11,6 +11,7 @@ closes it with the trial's status."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -159,8 +160,13 @@ class AnswerLost(MlflowTracker):
 
     lose_next = False
 
-    def log_metric_rows(self, run_id: str, rows: list[tuple[int, str, float]]) -> None:
-        super().log_metric_rows(run_id, rows)
+    def log_metric_rows(
+        self,
+        run_id: str,
+        rows: list[tuple[int, str, float]],
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        super().log_metric_rows(run_id, rows, tags)
         if self.lose_next:
             self.lose_next = False
             raise ConnectionError("the server went away before it answered")

@@ -15,8 +15,9 @@ final, and every waiting write is then discarded.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from orchestrator.errors import LeaseLostError, ServiceError
@@ -73,15 +74,25 @@ class BufferedWriter:
 
     def write(self, write: Write) -> None:
         """Apply `write` now, or keep it after the ones already waiting."""
+        self.write_many([write])
+
+    def write_many(self, writes: Sequence[Write]) -> None:
+        """Apply `writes` now, in one transaction (all or none), or keep them, in order, after
+        the ones already waiting."""
         self.drain_if_due()
         if not self.away:
             try:
-                write.apply(self.store, self.sweep)
+                if len(writes) == 1:
+                    writes[0].apply(self.store, self.sweep)
+                else:
+                    calls = [functools.partial(w.apply, self.store, self.sweep) for w in writes]
+                    self.store.apply_together(self.sweep, calls)
                 return
             except TransientStoreError as exc:
                 self._went_away(exc)
-        self.pending.add(write)
-        self.kept += 1
+        for write in writes:
+            self.pending.add(write)
+        self.kept += len(writes)
 
     def drain_if_due(self) -> None:
         if self.away and time.monotonic() >= self.next_try:

@@ -15,19 +15,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from orchestrator.errors import InputError, ServiceError
 from orchestrator.store import lease
 from orchestrator.store.engine import (
     bring_schema_to_head,
-    driver_errors,
-    make_engine,
     mask_url,
     missing_sqlite_file,
     retried,
@@ -35,6 +32,7 @@ from orchestrator.store.engine import (
 )
 from orchestrator.store.lease import Fence, HeartbeatThread, Holder
 from orchestrator.store.models import MetricRow, SweepRow, TrialRow, utcnow
+from orchestrator.store.sessions import StoreSessions
 from orchestrator.store.versions import SweepVersions
 from orchestrator.store.views import (
     TERMINAL,
@@ -48,15 +46,12 @@ from orchestrator.store.views import (
 )
 
 
-class ResultsStore:
+class ResultsStore(StoreSessions):
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = make_engine(url)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        super().__init__(url)
         # Row ids never change once made (rows are never deleted), so each is looked up once.
         self._sweep_ids: dict[str, int] = {}
         self._trial_ids: dict[tuple[str, str], int] = {}
-        self._fences: dict[str, Fence] = {}  # the leases this store holds, by sweep
         self.versions = SweepVersions(self._session, self._writing)
         self.drivers = lease.Drivers(self._session)
         try:
@@ -76,31 +71,6 @@ class ResultsStore:
                 "--results-db"
             )
         return cls(url)
-
-    def __enter__(self) -> ResultsStore:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        with driver_errors(self.url), self._sessions.begin() as session:
-            yield session
-
-    @contextmanager
-    def _writing(self, sweep: str) -> Iterator[Session]:
-        """A session for a write to `sweep`, fenced by its lease when this store holds it."""
-        with self._session() as session:
-            fence = self._fences.get(sweep)
-            if fence is not None:
-                lease.guard(session, fence)
-            yield session
 
     # -- sweeps -------------------------------------------------------------------------------
 
@@ -394,6 +364,8 @@ class ResultsStore:
             sweep_id = self._sweep_id(s, sweep)
             found = s.scalars(
                 select(TrialRow.id).where(TrialRow.sweep_id == sweep_id, TrialRow.key == key)
-            ).one()
+            ).one_or_none()
+            if found is None:
+                raise InputError(f"no trial {key!r} in sweep {sweep!r} of the results store")
             self._trial_ids[(sweep, key)] = found
         return found

@@ -146,14 +146,24 @@ class MlflowTracker:
         if batch:
             self.client.log_batch(run_id, metrics=batch)
 
-    def log_metric_rows(self, run_id: str, rows: list[tuple[int, str, float]]) -> None:
-        """Log (step, name, value) rows in as few batch calls as MLflow allows."""
-        from mlflow.entities import Metric
+    def log_metric_rows(
+        self,
+        run_id: str,
+        rows: list[tuple[int, str, float]],
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Log (step, name, value) rows, and the run's `tags` with the first of them, in as few
+        batch calls as MLflow allows."""
+        from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
         batch = [Metric(n, v, now, step) for step, n, v in rows if math.isfinite(v)]
-        for start in range(0, len(batch), METRIC_BATCH):
-            self.client.log_batch(run_id, metrics=batch[start : start + METRIC_BATCH])
+        first_tags = [RunTag(k, v) for k, v in (tags or {}).items()]
+        for start in range(0, max(len(batch), 1), METRIC_BATCH):
+            metrics = batch[start : start + METRIC_BATCH]
+            if metrics or first_tags:
+                self.client.log_batch(run_id, metrics=metrics, tags=first_tags)
+            first_tags = []
 
     def last_logged_step(self, run_id: str) -> int | None:
         """The last step every metric of the run has reached in MLflow (None: none logged)."""

@@ -1,10 +1,11 @@
 """MLflow as a mirror of the results store.
 
 The SQL store is the record of truth and is always written first. While MLflow is healthy the
-mirror logs exactly what the recorder hands it, one report at a time, and moves the trial's
-`mlflow_last_step` watermark; it reads the store only to catch a trial up: after an outage, for
-a run an earlier driver made (a resumed sweep) and in `orchestrator sync`. When MLflow fails the
-sweep goes on; the mirror stays quiet for a while, then tries again and catches up.
+mirror logs exactly what the recorder hands it (a trial's reports of the last moment, in one
+call) and moves the trial's `mlflow_last_step` watermark; it reads the store only to catch a
+trial up: after an outage, for a run an earlier driver made (a resumed sweep) and in
+`orchestrator sync`. When MLflow fails the sweep goes on; the mirror stays quiet for a while,
+then tries again and catches up.
 
 A driver can die between any two of these writes. A run it made whose id never reached the store
 is found again by its tags and adopted, never made twice; a run it left RUNNING for a trial the
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ MLFLOW_STATUS = {
     "pruned": "KILLED",
 }
 Rows = list[tuple[int, str, float]]
+Report = tuple[int, Mapping[str, float]]  # a step and its values
 
 
 @dataclass
@@ -92,19 +94,30 @@ class MlflowMirror:
         self, key: str, step: int, metrics: Mapping[str, float], tags: dict[str, str] | None = None
     ) -> None:
         """Log one report the recorder has just stored (and the run's tags, when given)."""
+        self.push_many(key, [(step, metrics)], tags)
+
+    def push_many(
+        self, key: str, reports: Sequence[Report], tags: dict[str, str] | None = None
+    ) -> None:
+        """Log reports of one attempt of the trial the recorder has stored, in step order, and
+        the run's tags, when given: one MLflow call for all of them."""
         run = self.runs.get(key)
         if run is None or key in self.behind or self._quiet():
             self.behind.add(key)
             self.catch_up(key, tags)
             return
-        if tags and not self._attempt(lambda: self.tracker.set_tags(run.run_id, tags)):
-            self.behind.add(key)
+        # A resumed attempt repeats the steps past its checkpoint that MLflow may hold already.
+        rows = [
+            (step, name, value)
+            for step, metrics in reports
+            if step > run.watermark
+            for name, value in sorted(metrics.items())
+        ]
+        if not rows and not tags:
             return
-        if step <= run.watermark:  # a resumed attempt repeating steps MLflow already holds
-            return
-        rows = [(step, name, value) for name, value in sorted(metrics.items())]
-        if self._attempt(lambda: self.tracker.log_metric_rows(run.run_id, rows)):
-            self._advance(key, run, step)
+        if self._attempt(lambda: self.tracker.log_metric_rows(run.run_id, rows, tags)):
+            if rows:
+                self._advance(key, run, max(step for step, _, _ in rows))
         else:
             self._unsure(key)
 
