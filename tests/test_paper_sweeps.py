@@ -3,10 +3,12 @@ when their trials are run directly (without Ray)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
+import torch
 
 from orchestrator.plan import expand
 from orchestrator.spec import load_spec
@@ -60,11 +62,27 @@ def test_landscape_sweep_shows_the_papers_finding() -> None:
         assert minima[layout, True, 1.0]["min_loss_gap"] < 1e-9
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread, as a sweep's trial of one CPU runs (Ray sets OMP_NUM_THREADS to a
+    task's CPUs). A sum split over two threads rounds differently, and these trainings amplify
+    the last bits: run on two threads here, the shipped spec's curve was another draw, one that
+    on another machine rose by 0.026 from 1/20 to 1/10 (docs/experiments.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_pretrain_then_finetune_grades_the_gap_across_every_temperature(tmp_path: Path) -> None:
     """Supp. Fig. 8 by the paper's protocol, on the shipped spec, as its sweep runs it: the
     pretrain stage's trials, the one with the lowest loss kept, then every fine-tuning trial
-    started from its final checkpoint. The mean final gap over the fine-tuning seeds falls as
-    tau rises (non-increasing within 0.02) and by at least 0.3 from 1/100 to 1 (issue 20)."""
+    started from its final checkpoint, each on one thread. The mean final gap over the
+    fine-tuning seeds falls as tau rises (non-increasing within 0.02) and by at least 0.3 from
+    1/100 to 1 (issue 20)."""
     plan = expand(load_spec(SWEEPS / "temperature.yaml"))
     (stage,) = plan.stages
     assert stage.spec.name == "temperature.pretrain" and stage.spec.metric.name == "loss"
@@ -77,7 +95,7 @@ def test_pretrain_then_finetune_grades_the_gap_across_every_temperature(tmp_path
         assert result.metrics["temperature"] < 0.02  # learned down from 0.07, toward the clamp
         pretrained[result.metrics["loss"]] = (folder, result.metrics["temperature"])
     best, temperature = pretrained[min(pretrained)]
-    assert temperature == pytest.approx(0.01)  # the pretraining kept is at CLIP's clamp
+    assert temperature == pytest.approx(0.01, rel=0.05)  # kept: at (or next to) CLIP's clamp
     gaps: dict[float, list[float]] = {}
     for trial in plan.trials:
         assert isinstance(trial.config, TrialConfig)
