@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -86,6 +87,7 @@ def run_side(side: str, trials: int, shifts: int) -> dict[str, Any]:
         if done.returncode != 0:
             raise SystemExit(f"{side}: submit failed\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
         spent = json.loads(out.read_text())
+        recorded = _recorded_once(folder, trials, spent["reports"])
         return {
             "side": side,
             "trials": trials,
@@ -94,9 +96,31 @@ def run_side(side: str, trials: int, shifts: int) -> dict[str, Any]:
             "driver_ms_per_trial": round(1000 * spent["per_trial_s"] / trials, 1),
             "wall_s": round(wall, 1),
             "trials_per_hour": round(trials * 3600 / wall),
+            "values_in_sql_and_mlflow": recorded,
         }
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _recorded_once(folder: Path, trials: int, reports: int) -> int:
+    """Every trial completed, every report stored, and MLflow holding exactly the values the
+    results store holds (a value logged twice, or not at all, shows as a difference); the
+    number of values. Raises SystemExit otherwise."""
+    with sqlite3.connect(folder / "results.db") as results:
+        done = results.execute("SELECT count(*) FROM trials WHERE status = 'completed'")
+        steps = results.execute("SELECT count(DISTINCT trial_id || '/' || step) FROM metrics")
+        values = results.execute("SELECT count(*) FROM metrics")
+        counts = (done.fetchone()[0], steps.fetchone()[0], values.fetchone()[0])
+    with sqlite3.connect(folder / "mlflow.db") as mlflow:
+        children = "SELECT run_uuid FROM tags WHERE key = 'mlflow.parentRunId'"
+        query = f"SELECT count(*) FROM metrics WHERE run_uuid IN ({children})"  # not the sweep's
+        logged = mlflow.execute(query).fetchone()[0]
+    if counts[:2] != (trials, reports) or logged != counts[2]:
+        raise SystemExit(
+            f"recorded: {counts[0]} of {trials} trials completed, {counts[1]} of {reports} "
+            f"reports stored, {counts[2]} values in SQL against {logged} in MLflow"
+        )
+    return int(logged)
 
 
 def _clean_env() -> dict[str, str]:
@@ -109,11 +133,15 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--shifts", type=int, default=61)
+    parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated")
     args = parser.parse_args()
     trials, shifts = (6, 12) if args.tiny else (args.trials, args.shifts)
-    rows = {side: run_side(side, trials, shifts) for side in SIDES}
-    for row in rows.values():
-        print(json.dumps(row), flush=True)
+    rows = {}
+    for side in args.sides.split(","):
+        rows[side] = run_side(side, trials, shifts)
+        print(json.dumps(rows[side]), flush=True)
+    if set(rows) != set(SIDES):
+        return
     each, batched = rows["each_report"], rows["batched"]
     summary = {
         "driver time per report, batched / each report": round(
