@@ -28,7 +28,7 @@ from typing import Any, ParamSpec
 
 from ray.tune import Callback
 
-from orchestrator.errors import LeaseLostError
+from orchestrator.errors import GapsweepError, LeaseLostError
 from orchestrator.progress import SweepProgress
 from orchestrator.report_batch import MirrorDue, ReportBatch
 from orchestrator.result import STEP, TrialResult
@@ -89,7 +89,7 @@ class Recorder(Callback):
         self.__dict__.update(state)
 
     @_dropped_once_lease_lost
-    def on_step(self, iteration: int, trials: list[Any], **info: Any) -> None:
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
         self.writer.drain_if_due()  # results waiting for the store go in as soon as it is back
         if self.batch.due:
             self.flush()
@@ -121,8 +121,7 @@ class Recorder(Callback):
         first = key not in self.placed
         tags = self._place(key, reported) if first else self.tags_due.pop(key, None)
         step, metrics = reported.step, reported.metrics
-        args = {"key": key, "step": step, "metrics": metrics, "first_of_attempt": first}
-        self.batch.add_report(Write("record_metrics", args), key, step, metrics, tags)
+        self.batch.add_report(key, step, metrics, first, tags)
         if self.batch.due:
             self.flush()
         self.last_metrics[key] = reported.metrics
@@ -194,6 +193,19 @@ class Recorder(Callback):
         for key, due in self.batch.take_mirror().items():
             self._hand_over(key, due)
 
+    def flush_at_end(self) -> None:
+        """The last batch, as the sweep ends or is stopped. A store that refuses it is said, not
+        raised, so that the driver still settles what waits and marks unfinished trials."""
+        try:
+            self.flush()
+        except LeaseLostError:
+            pass  # the run says so: another driver took the sweep over
+        except GapsweepError as exc:
+            self.writer.say(
+                f"{exc}; the last reports of the running trials are not recorded: submitting "
+                "the sweep again runs them from their last recorded checkpoint"
+            )
+
     def _write(self, op: str, key: str, **args: Any) -> None:
         """A write other than a report's: at once, after the reports gathered before it."""
         self.batch.writes.append(Write(op, {"key": key, **args}))
@@ -201,8 +213,15 @@ class Recorder(Callback):
 
     def _flush_store(self) -> None:
         writes = self.batch.take_writes()
-        if writes:
+        if not writes:
+            return
+        try:
             self.writer.write_many(writes)
+        except BaseException:
+            # The store refused them (the lease moved on, or a failure past its retries):
+            # MLflow must not be handed what the store does not hold.
+            self.batch.take_mirror()
+            raise
 
     def _flush_mirror(self, key: str) -> None:
         """MLflow's share of `key`'s gathered reports, before its run is opened or closed."""

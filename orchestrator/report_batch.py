@@ -4,12 +4,13 @@ were made, and MLflow's share of the reports, per trial.
 A write per report costs the driver a transaction and an MLflow call each (tens of
 milliseconds on MLflow's SQLite store), which is most of what a sweep of many small trials
 spends on its driver. Reports are therefore gathered for GAPSWEEP_RECORD_EVERY_S (0.25 s; 0
-writes each at once) and written together: one transaction for the store, one `log_batch` per
-trial for MLflow. Every other write (an attempt's start and placement, a checkpoint, a trial's
-end) is written at once, after the reports gathered before it and in the same transaction, so
-the store is always what it would be had each event been written as it came, only up to a
-quarter of a second older: a driver killed between batches leaves what a driver killed a moment
-earlier would have, which resuming already handles (docs/reliability.md).
+writes each at once) and written together: one transaction for the store, in which a trial's
+reports are one `record_many` of three statements, and one `log_batch` per trial for MLflow.
+Every other write (an attempt's start and placement, a checkpoint, a trial's end) is written at
+once, after the reports gathered before it and in the same transaction, so the store is always
+what it would be had each event been written as it came, only up to a quarter of a second
+older: a driver killed between batches leaves what a driver killed a moment earlier would have,
+which resuming already handles (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ReportBatch:
     def __init__(self, every_s: float) -> None:
         self.every_s = every_s
         self.writes: list[Write] = []
+        self.gathering: dict[str, Write] = {}  # each trial's `record_many` in `writes`
         self.mirror: dict[str, MirrorDue] = {}
         self.since: float | None = None  # monotonic time of the oldest report gathered
 
@@ -45,13 +47,21 @@ class ReportBatch:
 
     def add_report(
         self,
-        write: Write,
         key: str,
         step: int,
         metrics: Mapping[str, float],
+        first_of_attempt: bool,
         tags: dict[str, str] | None,
     ) -> None:
-        self.writes.append(write)
+        """A report for the store and MLflow. A trial's reports gathered since the last write
+        share one `record_many` write, in the place of the first of them: the trials' writes
+        interleave, but each trial's keep their order."""
+        gathering = self.gathering.get(key)
+        if gathering is None or first_of_attempt:
+            args = {"key": key, "reports": [], "first_of_attempt": first_of_attempt}
+            gathering = self.gathering[key] = Write("record_many", args)
+            self.writes.append(gathering)
+        gathering.args["reports"].append((step, metrics))
         due = self.mirror.setdefault(key, MirrorDue())
         due.reports.append((step, metrics))
         if tags:
@@ -65,6 +75,7 @@ class ReportBatch:
 
     def take_writes(self) -> list[Write]:
         writes, self.writes = self.writes, []
+        self.gathering.clear()
         return writes
 
     def take_mirror(self, key: str | None = None) -> dict[str, MirrorDue]:
@@ -73,4 +84,6 @@ class ReportBatch:
             taken, self.mirror, self.since = self.mirror, {}, None
             return taken
         due = self.mirror.pop(key, None)
+        if not self.mirror:
+            self.since = None
         return {} if due is None else {key: due}

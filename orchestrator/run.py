@@ -10,7 +10,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -27,7 +27,7 @@ from ray.tune.stopper import Stopper
 from rich.console import Console
 from rich.live import Live
 
-from orchestrator.errors import LeaseLostError, ServiceError
+from orchestrator.errors import ServiceError
 from orchestrator.plan import Plan, Trial, new_trial
 from orchestrator.progress import SweepProgress
 from orchestrator.recorder import Recorder
@@ -215,8 +215,7 @@ def _run_sweep(
         with Live(progress, console=console, refresh_per_second=2, transient=False):
             _run_tune(plan, todo, settings, store, recorder, stopper)
     finally:
-        with suppress(LeaseLostError):  # what Tune reported since the last batch (Ctrl-C too)
-            recorder.flush()
+        recorder.flush_at_end()  # what Tune reported since the last batch (Ctrl-C too)
         if writer.away:  # results still wait for the store: at most wait_s more
             with console.status("") as line:
                 writer.settle(wait_s, line.update)

@@ -74,6 +74,28 @@ def test_a_batch_leaves_the_store_as_its_writes_one_by_one(store: ResultsStore) 
     assert store.metric_series("s", "k0", "loss") == [(0, 4.0), (1, 3.0), (2, 9.0)]
 
 
+def test_record_many_stores_what_its_reports_one_by_one_would(store: ResultsStore) -> None:
+    """Three statements for a trial's gathered reports, and the same values as one
+    `record_metrics` each: a step reported twice keeps its last values (all of them replaced),
+    a resumed attempt's first report drops the later steps, a non-finite value is not stored.
+    It also survives a round trip through the spill file's JSON."""
+    add_sweep(store, "s")
+    add_sweep(store, "t")
+    before = [(s, {"loss": 10.0 + s, "gap": 1.0}) for s in range(6)]
+    resumed = [(2, {"loss": 2.0}), (3, {"loss": 3.0, "gap": float("inf")}), (3, {"gap": 0.3})]
+    for sweep in ("s", "t"):
+        store.record_many(sweep, "k0", before)
+    for step, metrics in resumed:
+        store.record_metrics("s", "k0", step, metrics, first_of_attempt=step == 2)
+    many = Write("record_many", {"key": "k0", "reports": resumed, "first_of_attempt": True})
+    Write.parse(many.line(), "spill").apply(store, "t")
+    for name in ("loss", "gap"):
+        assert store.metric_series("t", "k0", name) == store.metric_series("s", "k0", name)
+    assert store.metric_series("t", "k0", "loss") == [(0, 10.0), (1, 11.0), (2, 2.0)]
+    assert store.metric_series("t", "k0", "gap") == [(0, 1.0), (1, 1.0), (3, 0.3)]
+    assert store.trial("t", "k0").last_step == store.trial("s", "k0").last_step == 3
+
+
 def test_a_batch_with_a_failing_write_writes_nothing(store: ResultsStore) -> None:
     add_sweep(store)
     before = contents(store)
@@ -132,3 +154,15 @@ def test_a_bad_record_interval_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert "GAPSWEEP_RECORD_EVERY_S='-1' is not a non-negative number" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_every_hook_the_recorder_defines_is_one_ray_tune_calls() -> None:
+    """A misnamed hook is never called: the timed flush once sat in `on_step`, which Tune
+    does not have, and gathered reports waited for the next event."""
+    from ray.tune import Callback
+
+    from orchestrator.recorder import Recorder
+
+    hooks = {name for name in vars(Recorder) if name.startswith("on_")}
+    assert hooks <= {name for name in dir(Callback) if name.startswith("on_")}
+    assert {"on_step_end", "on_experiment_end", "on_checkpoint"} <= hooks

@@ -136,8 +136,8 @@ def test_writes_wait_while_postgres_is_stopped_and_go_in_once_it_is_back(
         assert postgres.stop("fast").returncode == 0
         try:
             with tried_once():  # the retries' 7 s are tests/test_store.py's
-                for write in writes[1:]:
-                    writer.write(write)
+                for start in range(1, len(writes), 3):  # as the recorder's batches come
+                    writer.write_many(writes[start : start + 3])
             assert writer.away and len(writer.pending) == len(writes) - 1
             assert writer.pending.path.exists()  # past 5 in memory
             assert not writer.drain()  # still away: tried once, kept

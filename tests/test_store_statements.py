@@ -40,22 +40,30 @@ finally:
 """
 
 
-def statements_of_a_sweep(folder: Path, write_spec: Callable[..., Path], shifts: int) -> int:
+def statements_of_a_sweep(
+    folder: Path, write_spec: Callable[..., Path], shifts: int, record_every_s: str
+) -> int:
+    name = f"count{shifts}-{record_every_s.replace('.', '_')}"
     spec = write_spec(
         {
-            "name": f"count{shifts}",
+            "name": name,
             "trainer": "landscape",
             "base": {"shifts": shifts},
             "parameters": {"temperature": {"grid": [0.01, 0.1][:TRIALS]}},
             "metric": {"name": "min_loss_gap", "mode": "max"},
         },
-        name=f"count{shifts}.yaml",
+        name=f"{name}.yaml",
     )
-    out = folder / f"count{shifts}.json"
+    out = folder / f"{name}.json"
     url = "sqlite:///results.db"
     command = [sys.executable, "-c", COUNTING_DRIVER, str(out), url, "submit", str(spec)]
     result = subprocess.run(
-        command, cwd=folder, env=cli_env(), capture_output=True, text=True, timeout=600
+        command,
+        cwd=folder,
+        env=cli_env(GAPSWEEP_RECORD_EVERY_S=record_every_s),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     count: int = json.loads(out.read_text())
@@ -66,8 +74,21 @@ def statements_of_a_sweep(folder: Path, write_spec: Callable[..., Path], shifts:
 def test_a_report_costs_the_driver_a_few_statements(
     tmp_path: Path, write_spec: Callable[..., Path]
 ) -> None:
-    few = statements_of_a_sweep(tmp_path, write_spec, shifts=5)
-    many = statements_of_a_sweep(tmp_path, write_spec, shifts=25)
+    """Each report written as it comes (GAPSWEEP_RECORD_EVERY_S=0)."""
+    few = statements_of_a_sweep(tmp_path, write_spec, 5, "0")
+    many = statements_of_a_sweep(tmp_path, write_spec, 25, "0")
     per_report = (many - few) / (TRIALS * (25 - 5))
     assert 0 < few < many
     assert per_report <= MAX_STATEMENTS_PER_REPORT, per_report
+
+
+@pytest.mark.slow
+def test_batched_reports_cost_the_driver_well_under_a_statement_each(
+    tmp_path: Path, write_spec: Callable[..., Path]
+) -> None:
+    """Reports gathered (the default 0.25 s): a trial's reports since the last write are three
+    statements together, so four times the reports cost next to nothing more."""
+    few = statements_of_a_sweep(tmp_path, write_spec, 5, "0.25")
+    many = statements_of_a_sweep(tmp_path, write_spec, 25, "0.25")
+    per_report = (many - few) / (TRIALS * (25 - 5))
+    assert few > 0 and per_report <= 0.5, (few, many)

@@ -35,6 +35,7 @@ OPS: dict[str, Callable[..., object]] = {
     "mark_running": ResultsStore.mark_running,
     "set_placement": ResultsStore.set_placement,
     "record_metrics": ResultsStore.record_metrics,
+    "record_many": ResultsStore.record_many,
     "set_checkpoint": ResultsStore.set_checkpoint,
     "finish_trial": ResultsStore.finish_trial,
 }

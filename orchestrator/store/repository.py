@@ -13,11 +13,11 @@ it is refused with `LeaseLostError`, writing nothing, once another driver took t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -253,7 +253,6 @@ class ResultsStore(StoreSessions):
     def set_search_state(self, sweep: str, key: str, state: dict[str, Any]) -> None:
         self._update_trial(sweep, key, {"search_state": state})
 
-    @retried
     def record_metrics(
         self,
         sweep: str,
@@ -265,18 +264,37 @@ class ResultsStore(StoreSessions):
         """Store one step's values, replacing any stored for that step. The first result of an
         attempt also drops every later step: those came from a failed attempt after the
         checkpoint this one resumed from, and will be reported again."""
+        self.record_many(sweep, key, [(step, metrics)], first_of_attempt)
+
+    @retried
+    def record_many(
+        self,
+        sweep: str,
+        key: str,
+        reports: Sequence[tuple[int, Mapping[str, float]]],
+        first_of_attempt: bool = False,
+    ) -> None:
+        """`record_metrics` of each report in order, in three statements: the stored values as
+        they would be after the reports one by one (a step reported twice keeps its last)."""
+        if not reports:
+            return
+        by_step = {int(step): metrics for step, metrics in reports}
+        first, last = int(reports[0][0]), int(reports[-1][0])
         with self._writing(sweep) as s:
             trial_id = self._trial_id(s, sweep, key)
-            stale = MetricRow.step >= step if first_of_attempt else MetricRow.step == step
+            stale: ColumnElement[bool] = MetricRow.step.in_(list(by_step))
+            if first_of_attempt:
+                stale = or_(stale, MetricRow.step >= first)
             s.execute(delete(MetricRow).where(MetricRow.trial_id == trial_id, stale))
             rows = [
                 {"trial_id": trial_id, "step": step, "name": n, "value": v}
+                for step, metrics in by_step.items()
                 for n, v in metrics.items()
                 if math.isfinite(v)
             ]
             if rows:
                 s.execute(insert(MetricRow), rows)
-            s.execute(update(TrialRow).where(TrialRow.id == trial_id).values(last_step=step))
+            s.execute(update(TrialRow).where(TrialRow.id == trial_id).values(last_step=last))
 
     def finish_trial(
         self,

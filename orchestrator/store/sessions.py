@@ -27,7 +27,7 @@ class StoreSessions:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._fences: dict[str, Fence] = {}  # the leases this store holds, by sweep
-        self._joined = threading.local()  # `session`: the transaction of an `apply_together`
+        self._joined = threading.local()  # `batch`: (sweep, session) of an `apply_together`
 
     def __enter__(self) -> Self:
         return self
@@ -48,9 +48,11 @@ class StoreSessions:
     @contextmanager
     def _writing(self, sweep: str) -> Iterator[Session]:
         """A session for a write to `sweep`, fenced by its lease when this store holds it."""
-        joined: Session | None = getattr(self._joined, "session", None)
+        joined: tuple[str, Session] | None = getattr(self._joined, "batch", None)
         if joined is not None:  # inside `apply_together`: its transaction, already fenced
-            yield joined
+            if joined[0] != sweep:
+                raise ValueError(f"a batch of writes to {joined[0]!r} wrote to {sweep!r}")
+            yield joined[1]
             return
         with self._session() as session:
             fence = self._fences.get(sweep)
@@ -63,10 +65,12 @@ class StoreSessions:
         """Run `writes` (calls of this store's write methods on `sweep`) in one transaction:
         all are applied or none. A transient failure retries the whole batch; the writes inside
         are tried once each, since a failed statement ends the transaction they share."""
+        if getattr(self._joined, "batch", None) is not None:
+            raise ValueError("apply_together inside apply_together")
         with self._writing(sweep) as session, tried_once():
-            self._joined.session = session
+            self._joined.batch = (sweep, session)
             try:
                 for write in writes:
                     write()
             finally:
-                self._joined.session = None
+                self._joined.batch = None

@@ -158,12 +158,14 @@ class MlflowTracker:
 
         now = int(time.time() * 1000)
         batch = [Metric(n, v, now, step) for step, n, v in rows if math.isfinite(v)]
-        first_tags = [RunTag(k, v) for k, v in (tags or {}).items()]
-        for start in range(0, max(len(batch), 1), METRIC_BATCH):
-            metrics = batch[start : start + METRIC_BATCH]
-            if metrics or first_tags:
-                self.client.log_batch(run_id, metrics=metrics, tags=first_tags)
-            first_tags = []
+        run_tags = [RunTag(k, v) for k, v in (tags or {}).items()]
+        # MLflow takes at most METRIC_BATCH values and tags together per call: the tags go
+        # with the first values, in what room they leave.
+        first = max(METRIC_BATCH - len(run_tags), 0)
+        if batch[:first] or run_tags:
+            self.client.log_batch(run_id, metrics=batch[:first], tags=run_tags)
+        for start in range(first, len(batch), METRIC_BATCH):
+            self.client.log_batch(run_id, metrics=batch[start : start + METRIC_BATCH])
 
     def last_logged_step(self, run_id: str) -> int | None:
         """The last step every metric of the run has reached in MLflow (None: none logged)."""
