@@ -208,7 +208,7 @@ class Recorder(Callback):
 
     def _write(self, op: str, key: str, **args: Any) -> None:
         """A write other than a report's: at once, after the reports gathered before it."""
-        self.batch.writes.append(Write(op, {"key": key, **args}))
+        self.batch.add_write(Write(op, {"key": key, **args}))
         self._flush_store()
 
     def _flush_store(self) -> None:

@@ -69,6 +69,10 @@ class ReportBatch:
         if self.since is None:
             self.since = time.monotonic()
 
+    def add_write(self, write: Write) -> None:
+        """A write other than a report's, after the ones gathered before it."""
+        self.writes.append(write)
+
     @property
     def due(self) -> bool:
         return self.since is not None and time.monotonic() - self.since >= self.every_s

@@ -64,7 +64,7 @@ def test_a_resumed_trial_takes_mlflows_own_last_step(
     store.record_metrics(SWEEP, KEY, 40, {"loss": 0.1, "gap_norm": 0.4})  # the resumed trial
     mirror = a_mirror(store, tracker)
     mirror.open_trial(KEY)
-    mirror.push(KEY, 40, {"loss": 0.1, "gap_norm": 0.4})
+    mirror.push_many(KEY, [(40, {"loss": 0.1, "gap_norm": 0.4})])
     assert logged_steps(tracker, run_id) == Counter({0: 1, 8: 1, 16: 1, 24: 1, 32: 1, 40: 1})
     assert store.trial(SWEEP, KEY).mlflow_last_step == 40
 
@@ -89,7 +89,7 @@ def test_a_healthy_mirror_logs_what_it_is_handed_without_reading_the_store(
     for step in (0, 8, 16):
         metrics = {"loss": 1.0 / (step + 1), "gap_norm": 0.5}
         store.record_metrics(SWEEP, "k1", step, metrics, first_of_attempt=step == 0)
-        mirror.push("k1", step, metrics)
+        mirror.push_many("k1", [(step, metrics)])
     reads = [q for q in statements if q.lstrip().upper().startswith("SELECT")]
     assert reads == []
     run_id = store.trial(SWEEP, "k1").mlflow_run_id
@@ -182,10 +182,12 @@ def test_a_batch_whose_answer_was_lost_is_not_logged_twice(
     mirror.catch_up(KEY)  # steps 0-32 logged, the watermark at 32
     store.record_metrics(SWEEP, KEY, 40, {"loss": 0.1, "gap_norm": 0.4})
     tracker.lose_next = True
-    mirror.push(KEY, 40, {"loss": 0.1, "gap_norm": 0.4})  # in MLflow, but the mirror cannot know
+    mirror.push_many(
+        KEY, [(40, {"loss": 0.1, "gap_norm": 0.4})]
+    )  # in MLflow, but the mirror cannot know
     mirror.down_since = None  # MLflow answers again
     store.record_metrics(SWEEP, KEY, 48, {"loss": 0.05, "gap_norm": 0.3})
-    mirror.push(KEY, 48, {"loss": 0.05, "gap_norm": 0.3})
+    mirror.push_many(KEY, [(48, {"loss": 0.05, "gap_norm": 0.3})])
     run_id = store.trial(SWEEP, KEY).mlflow_run_id
     assert run_id is not None
     expected = Counter({step: 1 for step in (0, 8, 16, 24, 32, 40, 48)})

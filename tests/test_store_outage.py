@@ -131,7 +131,7 @@ def test_writes_wait_while_postgres_is_stopped_and_go_in_once_it_is_back(
         fence = store.acquire_lease("s", Holder.this_process(), 120)
         writer = writer_for(store, tmp_path, fence.epoch, said)
         writes = trial_writes("k0") + trial_writes("k1")
-        writer.write(writes[0])  # the store answers: straight in
+        writer.write_many([writes[0]])  # the store answers: straight in
         assert not writer.away and store.trial("s", "k0").status == "running"
         assert postgres.stop("fast").returncode == 0
         try:
@@ -161,7 +161,7 @@ def test_a_store_that_never_comes_back_leaves_its_writes_for_the_next_driver(
         try:
             with tried_once():
                 for write in trial_writes("k0"):
-                    writer.write(write)
+                    writer.write_many([write])
             with pytest.raises(ServiceError) as left:
                 writer.settle(1.0, said.append)
         finally:
@@ -188,7 +188,7 @@ def test_writes_kept_while_the_lease_was_taken_over_are_never_applied(
         try:
             with tried_once():
                 for write in trial_writes("k0"):
-                    writer.write(write)
+                    writer.write_many([write])
         finally:
             assert postgres.start().returncode == 0
         # No heartbeat came (the store was away, and here no thread beats): the lease is stale.

@@ -72,10 +72,6 @@ class BufferedWriter:
         self._over = self._over or len(self.pending) >= self.max_pending
         return self._over
 
-    def write(self, write: Write) -> None:
-        """Apply `write` now, or keep it after the ones already waiting."""
-        self.write_many([write])
-
     def write_many(self, writes: Sequence[Write]) -> None:
         """Apply `writes` now, in one transaction (all or none), or keep them, in order, after
         the ones already waiting."""

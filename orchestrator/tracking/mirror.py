@@ -90,12 +90,6 @@ class MlflowMirror:
             self.behind.add(key)
         self._attempt(lambda: self.tracker.mark_running(run_id))
 
-    def push(
-        self, key: str, step: int, metrics: Mapping[str, float], tags: dict[str, str] | None = None
-    ) -> None:
-        """Log one report the recorder has just stored (and the run's tags, when given)."""
-        self.push_many(key, [(step, metrics)], tags)
-
     def push_many(
         self, key: str, reports: Sequence[Report], tags: dict[str, str] | None = None
     ) -> None:
