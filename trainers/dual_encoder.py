@@ -92,7 +92,7 @@ def _train(
     resumed = checkpoint.restore() if checkpoint is not None else None
     first = 1
     if resumed is not None:
-        _load(model, optimiser, resumed)
+        load_train_state(model, optimiser, resumed)
         first = resumed.step + 1
     inputs = TowerInputs.on_device(data, model.image, device)
     folder = FolderInputs.of(config, data, device)
@@ -101,11 +101,11 @@ def _train(
     frozen = steps == 0 or towers_frozen(model.image, model.text)
     towers = config.model.image.model_dump_json() + config.model.text.model_dump_json()
     key = frozen_key(model.image, model.text, inputs, towers) if frozen else None
-    evaluate_now = functools.partial(_evaluate, model, inputs, folder, data, config, key)
-    last: _Evaluation | None = None
+    evaluate_now = functools.partial(evaluate_trial, model, inputs, folder, data, config, key)
+    last: Evaluation | None = None
     if resumed is None:
         last = evaluate_now(final=steps == 0)
-        _checkpoint_and_report(0, last, model, optimiser, report, checkpoint)
+        checkpoint_and_report(0, last, model, optimiser, report, checkpoint)
     losses = _LossWindow()
     model.train(True)
     for step, batch_a, batch_b in train_batches(config, data, inputs, first, steps):
@@ -115,7 +115,7 @@ def _train(
             train_loss = losses.mean_of_finite()  # NonFiniteLossError names the first bad step
             last = evaluate_now(final=step == steps)
             last.metrics["train_loss"] = train_loss
-            _checkpoint_and_report(step, last, model, optimiser, report, checkpoint)
+            checkpoint_and_report(step, last, model, optimiser, report, checkpoint)
             model.train(True)
     if last is None:  # resumed at the final step: nothing left to train
         last = evaluate_now(final=True)
@@ -238,15 +238,15 @@ def load_data(config: TrialConfig) -> PairedData:
 
 
 @dataclass
-class _Evaluation:
+class Evaluation:
     metrics: dict[str, float]
     embeddings: Embeddings
     arrays: dict[str, np.ndarray] | None  # the final one only: what EMBEDDINGS_FILE holds
 
 
-def _checkpoint_and_report(
+def checkpoint_and_report(
     step: int,
-    evaluation: _Evaluation,
+    evaluation: Evaluation,
     model: DualModel,
     optimiser: torch.optim.Optimizer,
     report: Report,
@@ -259,7 +259,7 @@ def _checkpoint_and_report(
     report(step, evaluation.metrics)
 
 
-def _load(model: DualModel, optimiser: torch.optim.Optimizer, state: TrainState) -> None:
+def load_train_state(model: DualModel, optimiser: torch.optim.Optimizer, state: TrainState) -> None:
     missing = [name for name in MODULES if name not in state.modules]
     if missing:
         raise DataError(f"checkpoint has no weights for {', '.join(missing)}")
@@ -297,7 +297,7 @@ def build_model(
     return DualModel(image, text.to(device), temperature.to(device))
 
 
-def _evaluate(
+def evaluate_trial(
     model: DualModel,
     inputs: TowerInputs,
     folder: FolderInputs | None,
@@ -305,7 +305,7 @@ def _evaluate(
     config: TrialConfig,
     cache_key: str | None,
     final: bool,
-) -> _Evaluation:
+) -> Evaluation:
     """Every eval metric, the folder's with `eval.folder`; `cache_key` names the embeddings
     of towers that do not change."""
     model.train(False)
@@ -329,7 +329,7 @@ def _evaluate(
     if arrays is not None and config.eval.shift_lambdas:
         rows = shift_table(arrays, config.eval.shift_lambdas, model.temperature.value())
         metrics |= shift_summary(rows) | heldout_shift(arrays, config.eval.shift_lambdas)
-    return _Evaluation(metrics, emb, arrays)
+    return Evaluation(metrics, emb, arrays)
 
 
 def _arrays(

@@ -1,0 +1,108 @@
+"""The pack's optimiser built by the unpacked trainer's rules (dual_encoder.make_optimiser),
+member by member, and its state moved to and from each member's own torch.optim.Adam, so a
+member's checkpoint is exactly what the unpacked trainer saves and loads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from trainers.config import TrialConfig
+from trainers.dual_encoder import DualModel
+from trainers.pack.adam import StackedAdam, StackedGroup
+from trainers.pack.stacked import StackedDual
+
+TOWERS = ("image", "text")
+
+
+def member_rates(config: TrialConfig, part: str, ndim: int) -> tuple[float, float]:
+    """(rate, L2 decay) of one member's parameter of `ndim` dimensions in `part` (image, text
+    or temperature), as make_optimiser's groups give them."""
+    rate = config.optim.lr
+    tower_lr = getattr(getattr(config.model, part, None), "lr", None)
+    if part == "temperature":
+        rate = config.loss.temperature_lr or rate
+    elif tower_lr is not None:
+        rate = tower_lr
+    # CLIP's rule with decay "weights": only matrices and kernels decay.
+    no_decay = config.optim.decay == "weights" and ndim < 2
+    return rate, 0.0 if no_decay else config.optim.weight_decay
+
+
+def stacked_adam(pack: StackedDual, configs: Sequence[TrialConfig]) -> StackedAdam:
+    """One group per stacked parameter, with each member's rate and decay; a member that does
+    not learn its temperature gets rate and decay 0 there, so its row stays put."""
+    device = pack.temperature.log_scale.device
+    groups = []
+    for part in TOWERS:
+        for _, p in getattr(pack, part).trainable():
+            rates = [member_rates(c, part, p.ndim - 1) for c in configs]
+            groups.append(_group(p, rates, device, None))
+    learns = pack.temperature.learns
+    rates = [member_rates(c, "temperature", 0) for c in configs]
+    groups.append(_group(pack.temperature.log_scale, rates, device, learns))
+    return StackedAdam(groups)  # torch.optim.Adam's default betas and eps, as make_optimiser
+
+
+def _group(
+    p: torch.Tensor,
+    rates: list[tuple[float, float]],
+    device: torch.device,
+    mask: torch.Tensor | None,
+) -> StackedGroup:
+    lr = torch.tensor([r for r, _ in rates], dtype=torch.float64, device=device)
+    decay = torch.tensor([d for _, d in rates], dtype=p.dtype, device=device)
+    if mask is not None:
+        lr, decay = lr * mask, decay * mask
+    return StackedGroup([p], lr, decay)
+
+
+def stacked_parameters(pack: StackedDual) -> list[tuple[str, torch.Tensor]]:
+    """Every trained stacked tensor by its member parameter's name in a DualModel."""
+    named = [(f"{part}.{n}", p) for part in TOWERS for n, p in getattr(pack, part).trainable()]
+    return [*named, ("temperature.log_scale", pack.temperature.log_scale)]
+
+
+def member_parameters(model: DualModel) -> dict[str, torch.nn.Parameter]:
+    parts = {"image": model.image, "text": model.text, "temperature": model.temperature}
+    return {f"{part}.{n}": p for part, m in parts.items() for n, p in m.named_parameters()}
+
+
+def write_member_state(
+    adam: StackedAdam, pack: StackedDual, row: int, model: DualModel, own: torch.optim.Optimizer
+) -> None:
+    """Give member `row`'s own Adam (over `model`) the moments and step count it would have."""
+    in_groups = {id(p) for g in own.param_groups for p in g["params"]}
+    params = member_parameters(model)
+    for name, stacked in stacked_parameters(pack):
+        moments = adam.moments(stacked)
+        param = params[name]
+        if moments is None or id(param) not in in_groups:
+            continue
+        own.state[param] = {
+            "step": torch.tensor(float(adam.steps)),
+            "exp_avg": moments[0][row].detach().clone(),
+            "exp_avg_sq": moments[1][row].detach().clone(),
+        }
+
+
+def read_member_states(
+    adam: StackedAdam,
+    pack: StackedDual,
+    models: Sequence[DualModel],
+    owns: Sequence[torch.optim.Optimizer],
+) -> None:
+    """The pack's moments from each member's own Adam, as restored from its checkpoint."""
+    for name, stacked in stacked_parameters(pack):
+        found = [
+            own.state.get(member_parameters(m)[name]) for m, own in zip(models, owns, strict=True)
+        ]
+        states = [s for s in found if s]
+        if len(states) < len(found):  # not yet stepped: Adam starts it from zero
+            continue
+        adam.set_moments(
+            stacked,
+            torch.stack([s["exp_avg"] for s in states]).to(stacked.device).contiguous(),
+            torch.stack([s["exp_avg_sq"] for s in states]).to(stacked.device).contiguous(),
+        )
