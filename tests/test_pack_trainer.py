@@ -147,7 +147,7 @@ def test_a_packed_member_reports_what_it_reports_alone(base: dict[str, Any]) -> 
 
 
 def test_a_member_whose_loss_diverges_fails_alone() -> None:
-    """tau = 1e-45: 1/tau overflows float32, and the member's loss is not finite from its first step."""
+    """tau = 1e-45: 1/tau overflows float32; the member's loss is not finite from step 1."""
     cfgs = configs({}, {"loss": {"temperature": 1e-45}}, {"seed": 3})
     series, outcomes = packed(cfgs)
     assert isinstance(outcomes[1], NonFiniteLossError)
@@ -192,7 +192,8 @@ def test_a_pack_resumed_from_its_members_checkpoints_goes_on_as_uninterrupted(
         return report
 
     with pytest.raises(StopAfter):
-        train_pack([Member(c, stop_at_4(k), h) for k, (c, h) in enumerate(zip(cfgs, hooks))])
+        pairs = enumerate(zip(cfgs, hooks, strict=True))
+        train_pack([Member(c, stop_at_4(k), h) for k, (c, h) in pairs])
     rest, outcomes = packed(cfgs, hooks)
     assert all(not isinstance(o, Exception) for o in outcomes)
     for k in range(len(cfgs)):
@@ -219,5 +220,5 @@ def test_trials_are_grouped_by_what_they_share() -> None:
     assert packs(cfgs, 1) == [[0], [1], [2], [3], [4]]
     assert why_not_packable(cfgs[3]) == "vit towers are not vectorised"
     assert differing_settings(cfgs[:3]) == ["optim.batch_size"]
-    with pytest.raises(ValueError, match="not one pack: optim.batch_size"):
+    with pytest.raises(ValueError, match=r"not one pack: optim\.batch_size"):
         train_pack([Member(c, lambda step, metrics: None) for c in cfgs[:3]])
