@@ -31,7 +31,7 @@ from ray.tune import Callback
 from orchestrator.errors import GapsweepError, LeaseLostError
 from orchestrator.progress import SweepProgress
 from orchestrator.report_batch import MirrorDue, ReportBatch
-from orchestrator.result import STEP, TrialResult
+from orchestrator.result import STEP, PackResult, TrialResult
 from orchestrator.store.buffered import BufferedWriter
 from orchestrator.store.engine import TransientStoreError
 from orchestrator.store.pending import Write
@@ -78,6 +78,10 @@ class Recorder(Callback):
         # With a scheduler, which may end trials early: each trial's steps when it trains to
         # its end (a trial ended short of them was pruned).
         self.scheduled_steps: dict[str, int] | None = None
+        # Tune trials that are packs (orchestrator/packing.py) -> their members' trial keys;
+        # every event of a pack is recorded for each member it concerns.
+        self.packs: dict[str, tuple[str, ...]] = {}
+        self.ended: set[str] = set()  # members that failed alone while their pack went on
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config (callbacks included) for `Tuner.restore`, which gapsweep
@@ -98,9 +102,17 @@ class Recorder(Callback):
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self.flush()
 
+    def _keys(self, trial: Any) -> tuple[str, ...]:
+        """The trial keys a Tune trial stands for: its own, or its pack's members'."""
+        key = trial.config["trial_key"]
+        return tuple(k for k in self.packs.get(key, (key,)) if k not in self.ended)
+
     @_dropped_once_lease_lost
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        key = trial.config["trial_key"]
+        for key in self._keys(trial):
+            self._start(key)
+
+    def _start(self, key: str) -> None:
         self.trace.event(key, "start", time.time())
         self._write("mark_running", key, host=None, node_id=None)
         self.placed.discard(key)
@@ -113,8 +125,19 @@ class Recorder(Callback):
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
     ) -> None:
-        key = trial.config["trial_key"]
-        reported = TrialResult.from_tune(result, self.metric_names)
+        pack = PackResult.from_tune(result, self.metric_names)
+        if pack is None:
+            self._result(
+                trial.config["trial_key"], TrialResult.from_tune(result, self.metric_names)
+            )
+            return
+        for key, reported in pack.reports.items():
+            self._result(key, reported)
+        for key, error in pack.failed.items():  # the pack goes on without them
+            self._end(key, "failed", self.last_metrics.get(key, {}), error)
+            self.ended.add(key)
+
+    def _result(self, key: str, reported: TrialResult) -> None:
         if reported.terminal_error is not None:
             self.terminal_errors[key] = reported.terminal_error
             return
@@ -147,11 +170,21 @@ class Recorder(Callback):
     def on_checkpoint(
         self, iteration: int, trials: list[Any], trial: Any, checkpoint: Any, **info: Any
     ) -> None:
-        self._write("set_checkpoint", trial.config["trial_key"], path=str(checkpoint.path))
+        key = trial.config["trial_key"]
+        if key not in self.packs:
+            self._write("set_checkpoint", key, path=str(checkpoint.path))
+            return
+        for member in self._keys(trial):  # a pack's checkpoint: a folder per member
+            folder = Path(checkpoint.path) / member
+            if folder.is_dir():
+                self._write("set_checkpoint", member, path=str(folder))
 
     @_dropped_once_lease_lost
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        key = trial.config["trial_key"]
+        for key in self._keys(trial):
+            self._complete(key, trial.last_result.get(STEP))
+
+    def _complete(self, key: str, last_step: Any) -> None:
         error = self.terminal_errors.pop(key, None)
         status = "completed" if error is None else "failed"
         if error is None and self.stopping():
@@ -159,32 +192,32 @@ class Recorder(Callback):
             # too many results waiting for the store). It goes on from its last checkpoint
             # when resumed.
             status = "stopped"
-        elif error is None and self._cut_short(key, trial.last_result.get(STEP)):
+        elif error is None and self._cut_short(key, last_step):
             status = "pruned"  # the scheduler ended it before its trainer's last step
-        metrics = self.last_metrics.get(key, {})
+        self._end(key, status, self.last_metrics.get(key, {}), error)
+        self.trace.event(key, "done", time.time())
+
+    def _end(
+        self, key: str, status: str, metrics: dict[str, float] | None, error: str | None
+    ) -> None:
         self._write("finish_trial", key, status=status, metrics=metrics, error=error)
         self._flush_mirror(key)
         self._mirror(key, lambda: self.mirror.close_trial(key))
         self.progress.update(key, status=status)
-        self.trace.event(key, "done", time.time())
 
     def _cut_short(self, key: str, step: Any) -> bool:
         steps = None if self.scheduled_steps is None else self.scheduled_steps.get(key)
         return steps is not None and isinstance(step, int) and step < steps
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        key = trial.config["trial_key"]
-        self.progress.update(key, status="pending")
+        for key in self._keys(trial):
+            self.progress.update(key, status="pending")
 
     @_dropped_once_lease_lost
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        key = trial.config["trial_key"]
         error = error_summary(trial.error_file)
-        metrics = self.last_metrics.get(key)
-        self._write("finish_trial", key, status="failed", metrics=metrics, error=error)
-        self._flush_mirror(key)
-        self._mirror(key, lambda: self.mirror.close_trial(key))
-        self.progress.update(key, status="failed")
+        for key in self._keys(trial):
+            self._end(key, "failed", self.last_metrics.get(key), error)
 
     def flush(self) -> None:
         """Write everything gathered: the store's writes in one transaction, then each trial's

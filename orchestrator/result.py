@@ -24,8 +24,15 @@ ENTERED_AT = "entered_at"  # worker clock: when the trial function started (GAPS
 REPORTED_AT = "reported_at"  # worker clock: when this result was reported
 RESUMED_FROM = "resumed_from"  # the checkpoint step this attempt resumed from; -1: from scratch
 TERMINAL_ERROR = "terminal_error"  # the trial ended with an error not worth a retry
+# A pack's result (orchestrator/packing.py) carries its members' reports of one step: member
+# key -> that member's metrics, and, where it has one, the step it resumed from; and the members
+# that failed alone since the last result: member key -> error.
+PACK_MEMBERS = "pack_members"
+PACK_RESUMED_FROM = "pack_resumed_from"
+PACK_FAILED = "pack_failed"
 CONTRACT_KEYS = frozenset(
     {STEP, NODE_ID, HOST, ENTERED_AT, REPORTED_AT, RESUMED_FROM, TERMINAL_ERROR}
+    | {PACK_MEMBERS, PACK_RESUMED_FROM, PACK_FAILED}
 )
 
 
@@ -79,6 +86,31 @@ class TrialResult:
             reported_at=_float_or_none(result.get(REPORTED_AT)),
             terminal_error=error if isinstance(error, str) else None,
         )
+
+
+@dataclass(frozen=True)
+class PackResult:
+    """One step of a pack: each member's report as its own TrialResult, and who failed."""
+
+    reports: dict[str, TrialResult]
+    failed: dict[str, str]
+
+    @classmethod
+    def from_tune(cls, result: Mapping[str, Any], declared: Collection[str]) -> PackResult | None:
+        """None for a result of a trial that runs alone."""
+        members = result.get(PACK_MEMBERS)
+        if not isinstance(members, Mapping):
+            return None
+        resumed = result.get(PACK_RESUMED_FROM) or {}
+        reports = {
+            str(key): TrialResult.from_tune(
+                {**result, **metrics, RESUMED_FROM: resumed.get(key, -1)}, declared
+            )
+            for key, metrics in members.items()
+            if isinstance(metrics, Mapping)
+        }
+        failed = {str(k): str(v) for k, v in (result.get(PACK_FAILED) or {}).items()}
+        return cls(reports, failed)
 
 
 def check_declared(trainer: str, metrics: Mapping[str, float], declared: Collection[str]) -> None:

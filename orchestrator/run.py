@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.live import Live
 
 from orchestrator.errors import ServiceError
+from orchestrator.packing import pack_units
 from orchestrator.plan import Plan, Trial, new_trial
 from orchestrator.progress import SweepProgress
 from orchestrator.recorder import Recorder
@@ -39,13 +40,7 @@ from orchestrator.store.lease import Fence
 from orchestrator.store.pending import replay_spilled
 from orchestrator.store.repository import ResultsStore
 from orchestrator.store.views import SweepView, TrialView
-from orchestrator.study import (
-    draws_left,
-    longest_steps,
-    optuna_search,
-    stored_plan,
-    trial_steps,
-)
+from orchestrator.study import draws_left, longest_steps, optuna_search, stored_plan, trial_steps
 from orchestrator.tracking.client import MlflowTracker
 from orchestrator.tracking.mirror import MlflowMirror
 from orchestrator.tracking.sync import finish_parent, open_mlflow
@@ -309,21 +304,24 @@ def _run_tune(
 ) -> None:
     from ray import tune
 
-    from orchestrator.trainable import run_trial
+    from orchestrator.pack_trainable import run_unit, tune_resources
 
     spec = plan.spec
     checkpoints = {v.key: v.checkpoint_path for v in store.trials(spec.name)}
+    units = pack_units(spec, todo).units  # only the members not completed are packed again
+    recorder.packs = {u.key: u.members for u in units if u.packed}
     trainable = tune.with_parameters(
-        run_trial,
+        run_unit,
         trainer=spec.trainer,
         configs={t.key: t.config_json for t in todo},
         resume={t.key: path for t in todo if (path := checkpoints.get(t.key))},
+        packs={key: list(members) for key, members in recorder.packs.items()},
     )
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    resources = tune_resources(spec, recorder.packs)
     search = _search(plan, store, recorder, settings.rerun_failed)
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources),
-        param_space={} if search else {"trial_key": tune.grid_search([t.key for t in todo])},
+        param_space={} if search else {"trial_key": tune.grid_search([u.key for u in units])},
         tune_config=tune.TuneConfig(
             search_alg=search,
             num_samples=-1 if search else 1,  # the searcher says when its budget is spent

@@ -6,14 +6,28 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
     from orchestrator.spec import SweepSpec
 
 Sampler = Literal["tpe", "cmaes", "nsgaii", "random", "qmc"]
+# `pack`: members per vectorised model (1: every trial alone), or "auto": sized from the trial's
+# resources and its memory (orchestrator/packing.py).
+MAX_PACK = 256
+
+
+def _pack_setting(value: object) -> object:
+    """One clear line for a bad `pack` instead of one per member of the union."""
+    ok = value == "auto" or (type(value) is int and 1 <= value <= MAX_PACK)
+    if not ok:
+        raise ValueError(f"give auto or a number of members from 1 to {MAX_PACK}, not {value!r}")
+    return value
+
+
+PackSetting = Annotated[Literal["auto"] | int, BeforeValidator(_pack_setting)]
 # Samplers that optimise several objectives at once (Optuna's CMA-ES takes one).
 MULTI_OBJECTIVE_SAMPLERS = ("tpe", "nsgaii", "random", "qmc")
 # Samplers that take constraints on the final metrics (Optuna's trial.set_constraint).
@@ -113,6 +127,11 @@ def search_problems(spec: SweepSpec, where: str) -> list[str]:
         problems.append(
             f"{where}: sampler: {sampler} optimises one objective; use nsgaii or tpe for "
             f"{len(spec.objectives)}"
+        )
+    if spec.pack != 1 and (optuna or spec.scheduler is not None):
+        why = "a scheduler stops" if spec.scheduler is not None else "search: optuna draws"
+        problems.append(
+            f"{where}: pack: {why} trials one by one; packs run with search grid or random"
         )
     if spec.constraints and not (optuna and sampler in CONSTRAINED_SAMPLERS):
         problems.append(

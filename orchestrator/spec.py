@@ -17,19 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import SpecError
 from orchestrator.overrides import override_problems, set_paths, with_overrides
 from orchestrator.search_spec import (
     Constraint,
+    PackSetting,
     Sampler,
     SchedulerSpec,
     parse_constraint,
@@ -145,6 +139,7 @@ class SweepSpec(_Frozen):
         1, ge=0, le=100, description="retries of a failed trial (a lost node, a raise)"
     )
     stages: list[StageSpec] = Field(default_factory=list, max_length=4)
+    pack: PackSetting = 1  # trials trained together as one vectorised model (docs/packing.md)
 
     @field_validator("name")
     @classmethod
@@ -305,6 +300,7 @@ def _stage_specs(spec: SweepSpec, path: Path) -> tuple[tuple[LoadedSpec, ...], l
             "resources": spec.resources.model_dump(),
             "max_concurrent_trials": spec.max_concurrent_trials,
             "max_failures": spec.max_failures,
+            "pack": spec.pack,
         }
         try:
             text = yaml.safe_dump(data, sort_keys=False)

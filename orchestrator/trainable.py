@@ -143,7 +143,7 @@ def run_trial(
     entry = TRAINERS[trainer]
     # A grid's configs travel once, with the trainable; a searcher's come with their trial.
     config = entry.config_model.model_validate_json(param_space.get("config_json") or configs[key])
-    gpus = _take_assigned_resources()
+    gpus = take_assigned_resources()
     placement = Placement(
         node_id=ray.get_runtime_context().get_node_id(),
         host=socket.gethostname(),
@@ -201,7 +201,7 @@ class _Reporter:
         self.reports += 1
 
 
-def _take_assigned_resources() -> float:
+def take_assigned_resources() -> float:
     """Give torch as many threads as Ray gave the trial CPUs; returns the share of a GPU Ray
     gave it (0: none; the trainer then stays on the CPU whatever the process can see)."""
     # A trial given 1 CPU should not spawn a thread per core and fight its neighbours.

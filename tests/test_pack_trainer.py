@@ -222,3 +222,31 @@ def test_trials_are_grouped_by_what_they_share() -> None:
     assert differing_settings(cfgs[:3]) == ["optim.batch_size"]
     with pytest.raises(ValueError, match=r"not one pack: optim\.batch_size"):
         train_pack([Member(c, lambda step, metrics: None) for c in cfgs[:3]])
+
+
+def test_members_resumed_at_different_steps_train_as_a_pack_per_step(tmp_path: Path) -> None:
+    """A resubmitted sweep re-packs what did not complete: here one member cut at step 4 and
+    one never started; each goes on as it would alone."""
+    cfgs = configs({}, {"loss": {"temperature": 0.05}, "seed": 5})
+    hooks = [FolderHook(tmp_path / "0"), FolderHook(tmp_path / "1")]
+    cut: Series = []
+
+    def stop_at_4(step: int, metrics: dict[str, float]) -> None:
+        cut.append((step, dict(metrics)))
+        if step == 4:
+            raise StopAfter
+
+    with pytest.raises(StopAfter):
+        train_pack([Member(cfgs[0], stop_at_4, hooks[0])])
+    calls: list[int] = []
+    series: list[Series] = [[], []]
+    members = [
+        Member(c, lambda step, m, s=s: s.append((step, dict(m))), h)
+        for c, s, h in zip(cfgs, series, hooks, strict=True)
+    ]
+    outcomes = train_pack(members, after_report=lambda step, failed: calls.append(step))
+    assert all(not isinstance(o, Exception) for o in outcomes)
+    assert [s for s, _ in series[0]] == [6, 8]
+    assert_same_series(cut + series[0], alone(cfgs[0]))
+    assert_same_series(series[1], alone(cfgs[1]))
+    assert calls == [0, 2, 4, 6, 8, 6, 8]  # the fresh pack first, then the one from step 5

@@ -16,7 +16,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 # stages) are examples.
 SHOWN_AT_DEFAULT = (
     "trainer", "search", "sampler", "seed", "num_samples", "constraints", "scheduler",
-    "resources", "max_concurrent_trials", "max_failures",
+    "resources", "max_concurrent_trials", "max_failures", "pack",
 )  # fmt: skip
 
 

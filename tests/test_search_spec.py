@@ -57,6 +57,15 @@ def spec(**keys: Any) -> dict[str, Any]:
         ({"scheduler": {"kind": "asha", "reduction_factor": 1}}, "greater than 1"),
         ({"scheduler": {"kind": "hyperband", "grace_steps": 8}}, "hyperband sizes its own"),
         ({"search": "optuna", "parameters": {"optim.lr": {"uniform": [-1, 1]}}}, "optim.lr"),
+        (
+            {"search": "optuna", "pack": "auto"},
+            "pack: search: optuna draws trials one by one; packs run with search grid or random",
+        ),
+        (
+            {"search": "random", "scheduler": {"kind": "asha"}, "pack": 4},
+            "pack: a scheduler stops trials one by one",
+        ),
+        ({"search": "random", "pack": 0}, "pack: give auto or a number of members from 1 to 256"),
     ],
 )
 def test_bad_search_keys_get_one_line_each_and_exit_2(

@@ -91,19 +91,28 @@ def plan(
     from rich.table import Table
 
     from orchestrator import submit as library
+    from orchestrator.packing import pack_units
 
     with exit_codes():
         preview = library.preview(spec, results_db, parse_overrides(overrides or []), yes)
     trials = preview.plan.trials
     title = f"sweep {preview.plan.spec.name}: {len(trials)} trials"
     table = Table(title=title, title_justify="left")
-    for column in ("#", "key", "trial", "stored status", "will run"):
+    # As submit packs them: the trials it would run (a completed one is not run again).
+    to_run = [t for t in trials if preview.statuses.get(t.key) != "completed"]
+    packing = pack_units(preview.plan.spec, to_run)
+    in_pack = {m: u.key for u in packing.units for m in u.members if u.packed}
+    packed = preview.plan.spec.pack != 1
+    for column in ("#", "key", "trial", "stored status", "will run", *(["pack"] * packed)):
         table.add_column(column)
     for t in trials:
         stored = preview.statuses.get(t.key, "new")
         runs = {"completed": "no", "failed": "with --rerun-failed"}.get(stored, "yes")
-        table.add_row(str(t.index), t.key, t.name, stored, runs)
+        pack = [in_pack.get(t.key, "alone")] if packed else []
+        table.add_row(str(t.index), t.key, t.name, stored, runs, *pack)
     console.print(table)
+    for line in packing.summary() if packed else []:
+        console.print(line)
     drawn = preview.plan.spec
     if drawn.search == "optuna":
         held = len(preview.statuses)
