@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "results_store": ([], ["--trials", "100", "--steps", "5", "--repeats", "1"]),
     "search": ([], ["--tiny"]),
     "many_trials": ([], ["--tiny"]),
+    "packing": ([], ["--tiny"]),
     # Without an NVIDIA GPU only the tiny CPU version of the ViT step can run.
     "gpu_trainer": ([] if shutil.which("nvidia-smi") else ["--tiny"], ["--tiny"]),
 }

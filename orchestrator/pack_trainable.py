@@ -10,11 +10,12 @@ FAILED_FILE: the members that failed alone, which a retry of the pack does not r
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,20 @@ FAILED_FILE = "failed.json"
 
 class PackCheckpoints:
     """Where the members' states come from (Tune's latest checkpoint of the pack, else each
-    member's last recorded one) and where the next one is gathered."""
+    member's last recorded one) and where the next one is gathered.
+
+    Every checkpoint of the pack holds every member's latest state, not only those saved at its
+    step: Tune keeps the pack's last two checkpoints, and a member that finished earlier (its
+    pack trained members resumed at different steps one group after another) must not be left
+    pointing at a deleted one. Members' latest folders wait in `latest`, hard-linked into each
+    checkpoint.
+    """
 
     def __init__(self, resume: dict[str, str]) -> None:
         self.resume = resume
         self.restored: Path | None = None
         self.pending: Path | None = None
+        self.latest = Path(tempfile.mkdtemp(prefix="gapsweep-pack-latest-"))
         self.failed: dict[str, str] = {}  # members that failed alone, in this pack's life
         self.restored_steps: dict[str, int] = {}
         self.restored_reports: dict[str, dict[str, float]] = {}
@@ -67,6 +76,7 @@ class PackCheckpoints:
         if folder is None:
             return None
         state = load_state(folder)
+        shutil.copytree(folder, self.latest / key)  # carried until the member saves anew
         self.restored_steps[key] = state.step
         reported = folder / REPORTED_FILE
         if reported.is_file():
@@ -76,27 +86,42 @@ class PackCheckpoints:
         return state
 
     def save(self, key: str, state: TrainState) -> None:
+        save_state(state, self._pending() / key)
+
+    def _pending(self) -> Path:
         if self.pending is None:
             self.pending = Path(tempfile.mkdtemp(prefix="gapsweep-pack-ckpt-"))
-        save_state(state, self.pending / key)
+        return self.pending
 
     def ship(self, result: dict[str, Any], reports: dict[str, dict[str, Any]]) -> None:
-        """Send one result to the driver, with the states saved since the last one."""
-        if self.pending is None:
+        """Send one result to the driver, with every member's latest state."""
+        for key in self.failed:  # not resumed: a rerun of a failed member starts afresh
+            shutil.rmtree(self.latest / key, ignore_errors=True)
+        if self.pending is None and not any(self.latest.iterdir()):
             tune.report(result)
             return
+        pending = self._pending()
         try:
-            for key, metrics in reports.items():
+            saved_now = [folder.name for folder in pending.iterdir()]
+            for key in saved_now:
+                metrics = reports[key]
                 saved = {"step": metrics[STEP], "metrics": _declared_only(metrics)}
-                (self.pending / key / REPORTED_FILE).write_text(json.dumps(saved))
-            (self.pending / FAILED_FILE).write_text(json.dumps(self.failed))
-            checkpoint = tune.Checkpoint.from_directory(str(self.pending))
+                (pending / key / REPORTED_FILE).write_text(json.dumps(saved))
+            for carried in self.latest.iterdir():
+                if carried.name not in saved_now:
+                    shutil.copytree(carried, pending / carried.name, copy_function=os.link)
+            (pending / FAILED_FILE).write_text(json.dumps(self.failed))
+            checkpoint = tune.Checkpoint.from_directory(str(pending))
             tune.report(result, checkpoint=checkpoint)
+            for key in saved_now:  # now each of these members' latest
+                shutil.rmtree(self.latest / key, ignore_errors=True)
+                os.replace(pending / key, self.latest / key)
         finally:
-            shutil.rmtree(self.pending, ignore_errors=True)
+            shutil.rmtree(pending, ignore_errors=True)
             self.pending = None
 
     def close(self) -> None:
+        shutil.rmtree(self.latest, ignore_errors=True)
         if self.restored is not None:
             shutil.rmtree(self.restored, ignore_errors=True)
 
@@ -121,7 +146,7 @@ class _PackReporter:
         self.reports: dict[str, dict[str, Any]] = {}
         self.reported: set[str] = set()  # members that reported in this attempt
 
-    def member(self, key: str) -> Any:
+    def member(self, key: str) -> Callable[[int, dict[str, float]], None]:
         def report(step: int, metrics: dict[str, float]) -> None:
             check_declared(self.trainer, metrics, self.declared)
             self.reports[key] = {**metrics, STEP: step}
@@ -211,7 +236,7 @@ def _run_pack(
     _ship_the_rest(reporter, keys, outcomes)
 
 
-def _ship_the_rest(reporter: _PackReporter, keys: list[str], outcomes: list[Any]) -> None:
+def _ship_the_rest(reporter: _PackReporter, keys: list[str], outcomes: Sequence[object]) -> None:
     """Failures not yet shipped (every member failed before a report), and the last report
     again of members resumed at their final step, which had nothing left to report."""
     checkpoints = reporter.checkpoints

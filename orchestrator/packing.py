@@ -8,17 +8,19 @@ trial's key: a trial packed and the same trial alone are one trial.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestrator.plan import Trial
 from orchestrator.spec import SweepSpec
 from trainers.config import TrialConfig
 from trainers.config.sizes import generated_bytes, input_shape, tower_parameters
-from trainers.pack.grouping import packs, why_not_packable
+from trainers.pack.grouping import pack_signature, packs, why_not_packable
 
 PACK_PREFIX = "pack-"
 AUTO_MAX = 64  # members of an `auto` pack at most
@@ -71,14 +73,22 @@ def pack_units(spec: SweepSpec, trials: list[Trial]) -> Packing:
         why = f"the {spec.trainer} trainer has no model to vectorise"  # e.g. landscape
         return Packing([Unit(t.key, (t.key,)) for t in trials], {t.key: why for t in trials})
     typed = [c for c in configs if isinstance(c, TrialConfig)]
-    size = spec.pack if spec.pack != "auto" else auto_size(spec, typed[0])
+    # auto: sized for each group's own model, as the groups' widths may differ
+    size: int | Callable[[TrialConfig], int] = (
+        functools.partial(auto_size, spec) if spec.pack == "auto" else spec.pack
+    )
     reasons = {t.key: why_not_packable(c) for t, c in zip(trials, typed, strict=True)}
     alone = {key: why for key, why in reasons.items() if why is not None}
+    look_alikes = Counter(pack_signature(c) for c in typed)
     units = []
     for indices in packs(typed, size):
         keys = tuple(trials[i].key for i in indices)
-        if len(keys) == 1 and keys[0] not in alone and size > 1:
-            alone[keys[0]] = "no other trial differs from it only in what a pack varies"
+        if len(keys) == 1 and keys[0] not in alone:
+            alone[keys[0]] = (
+                "no other trial differs from it only in what a pack varies"
+                if look_alikes[pack_signature(typed[indices[0]])] == 1
+                else "the pack size (pack: K, or auto's memory bound) left it alone"
+            )
         units.append(Unit(pack_key(keys) if len(keys) > 1 else keys[0], keys))
     return Packing(units, alone)
 

@@ -251,3 +251,9 @@ def domain_ends(domain: Domain) -> list[Any]:
         return [domain.randint[0], domain.randint[1] - 1]
     bounds = domain.uniform or domain.loguniform
     return list(bounds) if bounds is not None else list(domain.grid or [])
+
+
+def trials_to_run(plan: Plan, statuses: dict[str, str], rerun_failed: bool) -> list[Trial]:
+    """Completed and pruned trials never run again; failed ones only when asked to."""
+    skip = {"completed", "pruned"} if rerun_failed else {"completed", "pruned", "failed"}
+    return [t for t in plan.trials if statuses.get(t.key, "pending") not in skip]

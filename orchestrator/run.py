@@ -29,7 +29,7 @@ from rich.live import Live
 
 from orchestrator.errors import ServiceError
 from orchestrator.packing import pack_units
-from orchestrator.plan import Plan, Trial, new_trial
+from orchestrator.plan import Plan, Trial, new_trial, trials_to_run
 from orchestrator.progress import SweepProgress
 from orchestrator.recorder import Recorder
 from orchestrator.schedulers import tune_scheduler
@@ -65,12 +65,6 @@ class SweepOutcome:
     @property
     def stopped(self) -> list[TrialView]:
         return [t for t in self.trials if t.status == "stopped"]
-
-
-def trials_to_run(plan: Plan, statuses: dict[str, str], rerun_failed: bool) -> list[Trial]:
-    """Completed and pruned trials never run again; failed ones only when asked to."""
-    skip = {"completed", "pruned"} if rerun_failed else {"completed", "pruned", "failed"}
-    return [t for t in plan.trials if statuses.get(t.key, "pending") not in skip]
 
 
 def run_sweep(

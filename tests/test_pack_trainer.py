@@ -178,7 +178,10 @@ class FolderHook:
 def test_a_pack_resumed_from_its_members_checkpoints_goes_on_as_uninterrupted(
     tmp_path: Path,
 ) -> None:
-    cfgs = configs({}, {"loss": {"temperature": 0.05}}, {"seed": 3, "optim": {"lr": 5e-3}})
+    # One member learns its temperature: only its own Adam holds moments for it, and the
+    # resumed pack must give the others zeros there, as the uninterrupted pack does.
+    learns = {"loss": {"temperature": 0.05, "learn_temperature": True}}
+    cfgs = configs({}, learns, {"seed": 3, "optim": {"lr": 5e-3}})
     whole, _ = packed(cfgs)
     hooks = [FolderHook(tmp_path / str(k)) for k in range(len(cfgs))]
     cut: list[Series] = [[] for _ in cfgs]

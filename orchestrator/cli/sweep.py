@@ -92,15 +92,15 @@ def plan(
 
     from orchestrator import submit as library
     from orchestrator.packing import pack_units
+    from orchestrator.plan import trials_to_run
 
     with exit_codes():
         preview = library.preview(spec, results_db, parse_overrides(overrides or []), yes)
     trials = preview.plan.trials
     title = f"sweep {preview.plan.spec.name}: {len(trials)} trials"
     table = Table(title=title, title_justify="left")
-    # As submit packs them: the trials it would run (a completed one is not run again).
-    to_run = [t for t in trials if preview.statuses.get(t.key) != "completed"]
-    packing = pack_units(preview.plan.spec, to_run)
+    # As submit packs them: the trials it would run (without --rerun-failed).
+    packing = pack_units(preview.plan.spec, trials_to_run(preview.plan, preview.statuses, False))
     in_pack = {m: u.key for u in packing.units for m in u.members if u.packed}
     packed = preview.plan.spec.pack != 1
     for column in ("#", "key", "trial", "stored status", "will run", *(["pack"] * packed)):

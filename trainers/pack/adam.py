@@ -2,10 +2,11 @@
 decay: the same update torch.optim.Adam makes for each member alone.
 
 A stacked parameter is (K, *shape), contiguous: member k's tensor is row k, one dense block.
-Rates and decays are (K,) tensors. The update is the kernel torch.optim.Adam(fused=True) runs
-(the unpacked trainer's optimiser, dual_encoder.make_optimiser), called once for each distinct
-(rate, decay) over those members' rows of every parameter, so a member's update is exactly the
-one it gets alone; a sweep that varies neither runs one call for the whole pack.
+The update is the kernel torch.optim.Adam(fused=True) runs (the unpacked trainer's optimiser,
+dual_encoder.make_optimiser), called once for each distinct (rate, decay) over those members'
+rows of every parameter, so a member's update is exactly the one it gets alone. A pack whose
+members share their rate and decay (a sweep of temperatures or seeds) is one call over the whole
+stacks. Rates and decays are Python floats, as torch's are: reading them never waits for a GPU.
 """
 
 from __future__ import annotations
@@ -14,16 +15,24 @@ from dataclasses import dataclass, field
 
 import torch
 
+Setting = tuple[float, float]  # (base rate, L2 decay) of one member's row
+
 
 @dataclass
 class StackedGroup:
-    """Stacked parameters that share a rule: per-member base rates `lr` (K,), per-member L2
-    decays `weight_decay` (K,). The rate a step uses is `lr * scale` (the warm-up's)."""
+    """Stacked parameters that share a rule: each member's base rate and L2 decay. The rate
+    a step uses is the base rate times `scale` (the warm-up's)."""
 
     params: list[torch.Tensor]
-    lr: torch.Tensor
-    weight_decay: torch.Tensor
+    lr: list[float]
+    weight_decay: list[float]
     scale: float = 1.0
+
+    def rows_by_setting(self) -> dict[Setting, list[int]]:
+        out: dict[Setting, list[int]] = {}
+        for row, setting in enumerate(zip(self.lr, self.weight_decay, strict=True)):
+            out.setdefault(setting, []).append(row)
+        return out
 
 
 @dataclass
@@ -53,29 +62,29 @@ class StackedAdam:
 
     @torch.no_grad()
     def step(self) -> None:
-        """One update of every member: for each distinct (rate, decay) of the members, one
-        call of the kernel torch.optim.Adam(fused=True) runs, over those members' rows of
-        every parameter. A sweep over temperatures or seeds is one call; over K rates, K."""
         self.steps += 1
-        calls: dict[tuple[float, float], list[tuple[torch.Tensor, ...]]] = {}
+        calls: dict[Setting, list[tuple[torch.Tensor, ...]]] = {}
         for group in self.groups:
-            rates = (group.lr.double() * group.scale).tolist()
-            decays = group.weight_decay.double().tolist()
+            by_setting = group.rows_by_setting()
             for p in group.params:
                 if p.grad is None:
                     continue
                 moments = self.state.get(id(p))
                 if moments is None:
                     moments = self.state[id(p)] = _Moments(torch.zeros_like(p), torch.zeros_like(p))
-                grad = p.grad.contiguous()
-                for row, setting in enumerate(zip(rates, decays, strict=True)):
-                    views = (p[row], grad[row], moments.exp_avg[row], moments.exp_avg_sq[row])
-                    calls.setdefault(setting, []).append(views)
-        for (lr, decay), rows in calls.items():
-            self._fused(lr, decay, rows)
+                whole = (p, p.grad.contiguous(), moments.exp_avg, moments.exp_avg_sq)
+                for (lr, decay), rows in by_setting.items():
+                    setting = (lr * group.scale, decay)
+                    if len(by_setting) == 1:  # every member alike: the whole stacks at once
+                        calls.setdefault(setting, []).append(whole)
+                        continue
+                    for row in rows:
+                        calls.setdefault(setting, []).append(tuple(t[row] for t in whole))
+        for (lr, decay), tensors in calls.items():
+            self._fused(lr, decay, tensors)
 
-    def _fused(self, lr: float, decay: float, rows: list[tuple[torch.Tensor, ...]]) -> None:
-        params, grads, exp_avgs, exp_avg_sqs = (list(part) for part in zip(*rows, strict=True))
+    def _fused(self, lr: float, decay: float, tensors: list[tuple[torch.Tensor, ...]]) -> None:
+        params, grads, exp_avgs, exp_avg_sqs = (list(part) for part in zip(*tensors, strict=True))
         # The kernel reads each tensor's step (torch.optim.Adam increments them just before).
         step = torch.tensor(float(self.steps), device=params[0].device)
         torch._fused_adam_(
@@ -102,13 +111,16 @@ class StackedAdam:
     def set_moments(self, p: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor) -> None:
         self.state[id(p)] = _Moments(exp_avg, exp_avg_sq)
 
-    def keep(self, rows: torch.Tensor, params: list[torch.Tensor]) -> None:
+    def keep(self, rows: list[int], params: list[torch.Tensor]) -> None:
         """Only the members at `rows` go on; `params` are the kept stacks, one per group in
         the groups' order (each group holds one stacked parameter)."""
+        index = torch.tensor(rows, device=params[0].device) if params else None
         for group, new in zip(self.groups, params, strict=True):
             (old,) = group.params
             moments = self.state.pop(id(old), None)
             if moments is not None:
-                self.state[id(new)] = _Moments(moments.exp_avg[rows], moments.exp_avg_sq[rows])
+                kept = _Moments(moments.exp_avg[index], moments.exp_avg_sq[index])
+                self.state[id(new)] = kept
             group.params = [new]
-            group.lr, group.weight_decay = group.lr[rows], group.weight_decay[rows]
+            group.lr = [group.lr[r] for r in rows]
+            group.weight_decay = [group.weight_decay[r] for r in rows]

@@ -7,8 +7,9 @@ gives each member its own draw and batch order of the same shapes.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from trainers.config import TrialConfig
@@ -61,18 +62,35 @@ def differing_settings(configs: Sequence[TrialConfig]) -> list[str]:
     ]
 
 
-def packs(configs: Sequence[TrialConfig], size: int) -> list[list[int]]:
-    """Indices of `configs` grouped into packs of at most `size`: packable trials by their
-    signature, in order of first appearance; every other trial alone."""
+def packs(
+    configs: Sequence[TrialConfig], size: int | Callable[[TrialConfig], int]
+) -> list[list[int]]:
+    """Indices of `configs` grouped into packs: packable trials by their signature, in order
+    of first appearance, each group split evenly into as few packs as `size` allows (a number,
+    or one from the group's first config); every other trial alone."""
     groups: dict[str, list[int]] = {}
     alone: list[list[int]] = []
     for index, config in enumerate(configs):
-        if size <= 1 or why_not_packable(config) is not None:
+        if size == 1 or why_not_packable(config) is not None:
             alone.append([index])
         else:
             groups.setdefault(pack_signature(config), []).append(index)
-    chunked = [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
+    chunked = []
+    for group in groups.values():
+        most = size(configs[group[0]]) if callable(size) else size
+        chunked += _even(group, max(1, most))
     return sorted(chunked + alone, key=lambda pack: pack[0])
+
+
+def _even(group: list[int], most: int) -> list[list[int]]:
+    """`group` in ceil(n / most) packs whose sizes differ by at most one: 65 trials at 64 a
+    pack are packs of 33 and 32, not 64 and a trial alone."""
+    count = -(-len(group) // most)
+    base, extra = divmod(len(group), count)
+    bounds = [0]
+    for i in range(count):
+        bounds.append(bounds[-1] + base + (i < extra))
+    return [group[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def _shared(config: TrialConfig) -> dict[str, Any]:

@@ -5,6 +5,7 @@ member's checkpoint is exactly what the unpacked trainer saves and loads."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -14,6 +15,7 @@ from trainers.pack.adam import StackedAdam, StackedGroup
 from trainers.pack.stacked import StackedDual
 
 TOWERS = ("image", "text")
+MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
 def member_rates(config: TrialConfig, part: str, ndim: int) -> tuple[float, float]:
@@ -33,29 +35,17 @@ def member_rates(config: TrialConfig, part: str, ndim: int) -> tuple[float, floa
 def stacked_adam(pack: StackedDual, configs: Sequence[TrialConfig]) -> StackedAdam:
     """One group per stacked parameter, with each member's rate and decay; a member that does
     not learn its temperature gets rate and decay 0 there, so its row stays put."""
-    device = pack.temperature.log_scale.device
     groups = []
     for part in TOWERS:
         for _, p in getattr(pack, part).trainable():
             rates = [member_rates(c, part, p.ndim - 1) for c in configs]
-            groups.append(_group(p, rates, device, None))
-    learns = pack.temperature.learns
+            groups.append(StackedGroup([p], [r for r, _ in rates], [d for _, d in rates]))
+    learns = [c.loss.learn_temperature for c in configs]
     rates = [member_rates(c, "temperature", 0) for c in configs]
-    groups.append(_group(pack.temperature.log_scale, rates, device, learns))
+    lr = [r if learn else 0.0 for (r, _), learn in zip(rates, learns, strict=True)]
+    decay = [d if learn else 0.0 for (_, d), learn in zip(rates, learns, strict=True)]
+    groups.append(StackedGroup([pack.temperature.log_scale], lr, decay))
     return StackedAdam(groups)  # torch.optim.Adam's default betas and eps, as make_optimiser
-
-
-def _group(
-    p: torch.Tensor,
-    rates: list[tuple[float, float]],
-    device: torch.device,
-    mask: torch.Tensor | None,
-) -> StackedGroup:
-    lr = torch.tensor([r for r, _ in rates], dtype=torch.float64, device=device)
-    decay = torch.tensor([d for _, d in rates], dtype=p.dtype, device=device)
-    if mask is not None:
-        lr, decay = lr * mask, decay * mask
-    return StackedGroup([p], lr, decay)
 
 
 def stacked_parameters(pack: StackedDual) -> list[tuple[str, torch.Tensor]]:
@@ -98,11 +88,13 @@ def read_member_states(
         found = [
             own.state.get(member_parameters(m)[name]) for m, own in zip(models, owns, strict=True)
         ]
-        states = [s for s in found if s]
-        if len(states) < len(found):  # not yet stepped: Adam starts it from zero
-            continue
-        adam.set_moments(
-            stacked,
-            torch.stack([s["exp_avg"] for s in states]).to(stacked.device).contiguous(),
-            torch.stack([s["exp_avg_sq"] for s in states]).to(stacked.device).contiguous(),
-        )
+        if any(found):  # else nothing has stepped it yet: Adam starts it from zero
+            adam.set_moments(stacked, *(_rows(found, m, stacked) for m in MOMENTS))
+
+
+def _rows(found: list[Any], moment: str, stacked: torch.Tensor) -> torch.Tensor:
+    """One moment of every member, stacked. A member without state there (its temperature is
+    not learned, so its own Adam never held it) gets zeros, as the pack gave it."""
+    zeros = torch.zeros_like(stacked[0])
+    rows = [state[moment].to(stacked.device) if state else zeros for state in found]
+    return torch.stack(rows).contiguous()

@@ -24,7 +24,9 @@ class StackedTower:
     """One tower of every member: stacked parameters and buffers on a weightless template."""
 
     def __init__(self, towers: Sequence[nn.Module]) -> None:
-        self.template = copy.deepcopy(towers[0]).to("meta")
+        # In training mode whatever the member was left in (its step-0 evaluation): a tower
+        # with dropout or batch norm would otherwise train as it evaluates.
+        self.template = copy.deepcopy(towers[0]).to("meta").train(True)
         # Contiguous whatever the members' layout (channels-last kernels): the optimiser's
         # kernel updates each member's row as one dense block.
         self.params = {

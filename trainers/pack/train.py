@@ -34,7 +34,7 @@ from trainers.dual_encoder import (
     make_optimiser,
 )
 from trainers.embedding_cache import frozen_key, towers_frozen
-from trainers.errors import NonFiniteLossError
+from trainers.errors import DataError, NonFiniteLossError
 from trainers.inputs import TowerInputs, train_batches
 from trainers.pack.adam import StackedAdam
 from trainers.pack.grouping import differing_settings, why_not_packable
@@ -48,6 +48,8 @@ from trainers.pack.stacked import StackedDual
 
 Outcome = TrainResult | Exception
 """A member's end: its result, or the error it failed with alone."""
+# What fails a member alone once it trains; anything else fails the pack, which Ray retries.
+MEMBER_ERRORS = (NonFiniteLossError, DataError)
 AfterReport = Callable[[int, dict[int, Exception]], None]
 """Called once every member has reported a step: (step, the members that failed since the last
 call, by index, with their errors), so that a runner can ship a step's reports together."""
@@ -73,6 +75,8 @@ class _Live:
     share_key: str  # members with equal keys see the same batches
     steps: int
     first: int
+    resumed: bool
+    shapes: tuple[object, ...]  # of its inputs and parameters: a pack's members share them
     evaluate: Callable[[bool], Evaluation]
     last: Evaluation | None = None
 
@@ -112,7 +116,13 @@ def _prepare(index: int, member: Member, device: torch.device) -> _Live:
     evaluate = functools.partial(evaluate_trial, model, inputs, None, data, config, key)
     share_key = config.data.model_dump_json() + str(config.seed)
     batches = train_batches(config, data, inputs, first, steps)
-    return _Live(index, member, model, own, batches, share_key, steps, first, evaluate)
+    inputs_shapes = tuple(getattr(x, "shape", ())[1:] for x in (inputs.train_a, inputs.train_b))
+    parts = (model.image, model.text, model.temperature)  # frozen parameters too
+    shapes = (*inputs_shapes, *(tuple(p.shape) for m in parts for p in m.parameters()))
+    was_resumed = resumed is not None
+    return _Live(
+        index, member, model, own, batches, share_key, steps, first, was_resumed, shapes, evaluate
+    )
 
 
 class _Pack:
@@ -127,8 +137,13 @@ class _Pack:
         for index, member in enumerate(members):
             try:
                 self.live.append(_prepare(index, member, device))
-            except Exception as exc:  # a member's own error ends that member only
+            except Exception as exc:  # its own data or model: retrying the pack would not help
                 self._fail(index, exc)
+        for live in self.live[1:]:  # data whose shapes depend on the seed, say
+            if live.shapes != self.live[0].shapes:
+                other = DataError("its inputs or towers have other shapes than its pack-mates'")
+                self._fail(live.index, other)
+        self.live = [m for m in self.live if m.index not in self.failed]
 
     def run(self) -> list[Outcome]:
         finished = []
@@ -140,7 +155,11 @@ class _Pack:
             self._train(first, steps)
             finished += self.live
         for live in finished:
-            last = live.last or live.evaluate(True)  # resumed at the final step
+            try:
+                last = live.last or live.evaluate(True)  # resumed at the final step
+            except MEMBER_ERRORS as exc:
+                self._fail(live.index, exc)
+                continue
             self.outcomes[live.index] = TrainResult(live.steps, last.metrics, last.embeddings)
         return [o if o is not None else RuntimeError("member never ran") for o in self.outcomes]
 
@@ -148,7 +167,7 @@ class _Pack:
         self.outcomes[index] = self.failed[index] = exc
 
     def _train(self, first: int, steps: int) -> None:
-        if first == 1:
+        if first == 1 and not all(m.resumed for m in self.live):
             self._report(0, steps == 0, None, None, None)
         if self.live and first <= steps:
             pack = StackedDual([m.model for m in self.live])
@@ -181,7 +200,8 @@ class _Pack:
     def _next_batches(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """The step's batches of every member, stacked; one batch when all see the same."""
         drawn = [next(m.batches) for m in self.live]
-        assert all(s == step for s, _, _ in drawn)
+        if any(s != step for s, _, _ in drawn):
+            raise RuntimeError(f"a member's batches are not at step {step}")
         if len({m.share_key for m in self.live}) == 1:
             return drawn[0][1], drawn[0][2], True
         return torch.stack([a for _, a, _ in drawn]), torch.stack([b for _, _, b in drawn]), False
@@ -195,17 +215,21 @@ class _Pack:
         window: torch.Tensor | None,
     ) -> None:
         """Each member evaluated, checkpointed and reported as unpacked; those whose loss
-        turned non-finite since the last report, or whose evaluation raised, leave the pack."""
+        turned non-finite since the last report, or whose data failed, leave the pack. Any
+        other error (out of memory, say) is the pack's: Ray retries it from its checkpoint."""
         values = None if window is None else window.double().cpu()
         kept = []
         for row, live in enumerate(self.live):
+            if step == 0 and live.resumed:  # resumed at step 0: reported it already
+                kept.append(row)
+                continue
             if pack is not None and adam is not None:
                 pack.write_member(row, live.model)
                 write_member_state(adam, pack, row, live.model, live.own_optimiser)
             try:
                 loss = None if values is None else _mean_of_finite(values[:, row], step)
                 live.last = live.evaluate(final)
-            except Exception as exc:  # this member's own numbers: it fails alone
+            except MEMBER_ERRORS as exc:  # its own numbers or data: it fails alone
                 self._fail(live.index, exc)
                 continue
             if loss is not None:
@@ -225,9 +249,8 @@ class _Pack:
         self.live = [self.live[r] for r in rows]
         if pack is None or adam is None or not rows:
             return
-        index = torch.tensor(rows, device=self.device)
-        pack.keep(index)
-        adam.keep(index, [p for _, p in stacked_parameters(pack)])
+        pack.keep(torch.tensor(rows, device=self.device))
+        adam.keep(rows, [p for _, p in stacked_parameters(pack)])
 
 
 def _mean_of_finite(losses: torch.Tensor, step: int) -> float:
