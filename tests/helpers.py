@@ -281,3 +281,27 @@ def sweep_spec(
 def long_sweep(name: str, seeds: int = 2, **overrides: Any) -> dict[str, Any]:
     """`sweep_spec` with trials long enough to be interrupted mid-way (LONG)."""
     return sweep_spec(name, seeds, base=LONG, **overrides)
+
+
+def submit_and_kill_past(workdir: Path, results_db: str, sweep: str, step: int) -> dict[str, Any]:
+    """Submit `s.yaml` and SIGKILL the driver (with every Ray process it started) once a trial
+    of `sweep` passed `step`; the step of the last checkpoint the store knows of for each trial
+    left running (None: none yet). The store records a report and then its checkpoint, so a
+    kill between the two leaves that checkpoint one report behind: the step is read from it."""
+    from trainers.checkpoint import load_state
+
+    driver = start_orchestrator("submit", "s.yaml", cwd=workdir, ORCHESTRATOR_RESULTS_DB=results_db)
+    try:
+        wait_for(
+            lambda: any((t.last_step or 0) >= step for t in stored(results_db, sweep)),
+            300,
+            f"a trial to pass step {step}",
+        )
+    finally:
+        kill_session(driver.pid)
+    driver.wait(timeout=30)
+    return {
+        t.key: None if t.checkpoint_path is None else load_state(Path(t.checkpoint_path)).step
+        for t in stored(results_db, sweep)
+        if t.status == "running"
+    }

@@ -22,6 +22,7 @@ from tests.helpers import (
     sql_steps,
     start_orchestrator,
     stored,
+    submit_and_kill_past,
     sweep_spec,
     wait_for,
     write_spec,
@@ -141,25 +142,7 @@ def test_a_second_submit_of_a_running_sweep_is_refused(tmp_path: Path, results_d
 
 def test_a_killed_driver_is_resumed_by_submitting_again(tmp_path: Path, results_db: str) -> None:
     write_spec(tmp_path / "s.yaml", long_sweep("killed"))
-    driver = start_orchestrator(
-        "submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db
-    )
-    try:
-        wait_for(
-            lambda: any((t.last_step or 0) >= 32 for t in stored(results_db, "killed")),
-            300,
-            "a trial to pass step 32",
-        )
-    finally:
-        kill_session(driver.pid)  # SIGKILL: the driver and every Ray process it started
-    driver.wait(timeout=30)
-    # The store records a report and then its checkpoint, so a kill between the two leaves the
-    # last checkpoint it knows one report behind its last step: read the step from the state.
-    interrupted = {
-        t.key: None if t.checkpoint_path is None else load_state(Path(t.checkpoint_path)).step
-        for t in stored(results_db, "killed")
-        if t.status == "running"
-    }
+    interrupted = submit_and_kill_past(tmp_path, results_db, "killed", 32)
     assert any(interrupted.values())
     result = orchestrator("submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db)
     assert result.returncode == 0, result.stderr

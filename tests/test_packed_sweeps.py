@@ -12,18 +12,15 @@ import pytest
 from orchestrator.store.repository import ResultsStore
 from tests.helpers import (
     LONG,
-    kill_session,
     mlflow_runs,
     orchestrator,
     sql_steps,
-    start_orchestrator,
     store_url,
     stored,
+    submit_and_kill_past,
     sweep_spec,
-    wait_for,
     write_spec,
 )
-from trainers.checkpoint import load_state
 
 pytestmark = pytest.mark.slow
 
@@ -114,24 +111,9 @@ def test_a_driver_killed_mid_pack_is_resumed_and_each_member_recorded_once(
     tmp_path: Path, results_db: str
 ) -> None:
     write_spec(tmp_path / "s.yaml", grid("killed", LONG, [0.05, 1.0], pack="auto"))
-    env = {"ORCHESTRATOR_RESULTS_DB": results_db}
-    driver = start_orchestrator("submit", "s.yaml", cwd=tmp_path, **env)
-    try:
-        wait_for(
-            lambda: any((t.last_step or 0) >= 32 for t in stored(results_db, "killed")),
-            300,
-            "the pack to pass step 32",
-        )
-    finally:
-        kill_session(driver.pid)  # SIGKILL: the driver and every Ray process it started
-    driver.wait(timeout=30)
-    interrupted = {
-        t.key: None if t.checkpoint_path is None else load_state(Path(t.checkpoint_path)).step
-        for t in stored(results_db, "killed")
-        if t.status == "running"
-    }
+    interrupted = submit_and_kill_past(tmp_path, results_db, "killed", 32)
     assert len(interrupted) == 4 and any(interrupted.values())
-    result = orchestrator("submit", "s.yaml", cwd=tmp_path, **env)
+    result = orchestrator("submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db)
     assert result.returncode == 0, result.stderr
     for t in stored(results_db, "killed"):
         assert t.status == "completed" and t.attempts == 2
