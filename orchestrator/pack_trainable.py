@@ -227,13 +227,12 @@ def _run_pack(
     ]
     try:
         outcomes = train_pack(members, gpus, reporter.after_report)
+        _ship_the_rest(reporter, keys, outcomes)  # while the members' latest states are kept
     except UndeclaredMetricError as exc:  # the trainer's own error: every member fails with it
         reporter.reports = {}
         reporter.ship(0, {k: f"UndeclaredMetricError: {exc}" for k in keys})
-        return
     finally:
         checkpoints.close()
-    _ship_the_rest(reporter, keys, outcomes)
 
 
 def _ship_the_rest(reporter: _PackReporter, keys: list[str], outcomes: Sequence[object]) -> None:

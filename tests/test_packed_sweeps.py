@@ -119,3 +119,28 @@ def test_a_driver_killed_mid_pack_is_resumed_and_each_member_recorded_once(
         assert t.status == "completed" and t.attempts == 2
         assert t.resumed_from_step == interrupted[t.key]  # from its checkpoint, not from scratch
     assert_recorded_once(tmp_path, results_db, "killed", list(range(0, 385, 16)))
+
+
+@SQLITE_ONLY
+def test_members_whose_data_fails_are_each_recorded_with_their_own_error(
+    tmp_path: Path, results_db: str
+) -> None:
+    """Every member fails before its first report: the pack reports their errors at its end."""
+    import numpy as np
+
+    np.save(tmp_path / "bad.npy", np.zeros((3, 64, 8), dtype=np.float32))  # not (2, N, d)
+    mlp = {"kind": "mlp", "depth": 1, "width": 8}
+    base = {
+        "data": {"name": "paired_features", "path": str(tmp_path / "bad.npy"), "n_eval": 16},
+        "model": {"embed_dim": 8, "image": mlp, "text": mlp},
+        "optim": {"epochs": 1, "batch_size": 16},
+    }
+    spec = {"name": "bad", "base": base, "parameters": {"seed": {"grid": [0, 1]}}, "pack": 2}
+    write_spec(tmp_path / "s.yaml", spec)
+    result = orchestrator("submit", "s.yaml", cwd=tmp_path, ORCHESTRATOR_RESULTS_DB=results_db)
+    assert result.returncode == 1, result.stderr
+    trials = stored(results_db, "bad")
+    assert [t.status for t in trials] == ["failed", "failed"]
+    for t in trials:
+        assert t.error is not None and t.error.startswith("DataError: "), t.error
+        assert "a .npy needs shape (2, N, d)" in t.error
