@@ -81,7 +81,7 @@ def run_side(side: str, trials: int, shifts: int) -> dict[str, Any]:
         command = [sys.executable, "-c", TIMED_DRIVER, str(out), "submit", "spec.yaml", "--yes"]
         start = time.perf_counter()
         done = subprocess.run(
-            command, cwd=folder, env={**_clean_env(), **env}, capture_output=True, text=True
+            command, cwd=folder, env={**clean_env(), **env}, capture_output=True, text=True
         )
         wall = time.perf_counter() - start
         if done.returncode != 0:
@@ -124,7 +124,8 @@ def _recorded_once(folder: Path, trials: int, reports: int) -> int:
     return int(logged)
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
+    """This environment without the services a sweep would otherwise use instead of its own."""
     services = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "ORCHESTRATOR_RESULTS_DB")
     return {k: v for k, v in os.environ.items() if k not in services}
 

@@ -39,6 +39,8 @@ from typing import Any
 
 import yaml
 
+from benchmarks.many_trials import clean_env
+
 ROOT = Path(__file__).resolve().parents[1]
 TEMPERATURES = [0.01, 0.02, 0.0333, 0.05, 0.1, 1.0]
 BIG_MLP = {"kind": "mlp", "width": 512, "depth": 5, "projection": False}
@@ -100,7 +102,7 @@ def sweep_side(name: str, workload: dict[str, Any], pack: int | str) -> tuple[fl
         done = subprocess.run(
             [sys.executable, "-m", "orchestrator.cli", "submit", "spec.yaml", "--yes"],
             cwd=folder,
-            env=_clean_env(),
+            env={**clean_env(), "PYTHONPATH": str(ROOT)},
             capture_output=True,
             text=True,
         )
@@ -228,14 +230,6 @@ class _Utilisation:
 
     def mean(self) -> float | None:
         return round(sum(self.samples) / len(self.samples), 1) if self.samples else None
-
-
-def _clean_env() -> dict[str, str]:
-    import os
-
-    services = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "ORCHESTRATOR_RESULTS_DB")
-    env = {k: v for k, v in os.environ.items() if k not in services}
-    return {**env, "PYTHONPATH": str(ROOT)}
 
 
 def main() -> None:

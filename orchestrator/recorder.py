@@ -174,10 +174,13 @@ class Recorder(Callback):
         if key not in self.packs:
             self._write("set_checkpoint", key, path=str(checkpoint.path))
             return
-        for member in self._keys(trial):  # a pack's checkpoint: a folder per member
+        # A pack's checkpoint: a folder per member, all recorded in one transaction, so a kill
+        # cannot leave some members at this checkpoint and the others at the one before.
+        for member in self._keys(trial):
             folder = Path(checkpoint.path) / member
             if folder.is_dir():
-                self._write("set_checkpoint", member, path=str(folder))
+                self.batch.add_write(Write("set_checkpoint", {"key": member, "path": str(folder)}))
+        self._flush_store()
 
     @_dropped_once_lease_lost
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:

@@ -84,10 +84,9 @@ def read_member_states(
     owns: Sequence[torch.optim.Optimizer],
 ) -> None:
     """The pack's moments from each member's own Adam, as restored from its checkpoint."""
+    named = [member_parameters(m) for m in models]
     for name, stacked in stacked_parameters(pack):
-        found = [
-            own.state.get(member_parameters(m)[name]) for m, own in zip(models, owns, strict=True)
-        ]
+        found = [own.state.get(ps[name]) for ps, own in zip(named, owns, strict=True)]
         if any(found):  # else nothing has stepped it yet: Adam starts it from zero
             adam.set_moments(stacked, *(_rows(found, m, stacked) for m in MOMENTS))
 

@@ -225,7 +225,8 @@ class _Pack:
                 continue
             if pack is not None and adam is not None:
                 pack.write_member(row, live.model)
-                write_member_state(adam, pack, row, live.model, live.own_optimiser)
+                if live.member.checkpoint is not None:  # the moments matter to a checkpoint only
+                    write_member_state(adam, pack, row, live.model, live.own_optimiser)
             try:
                 loss = None if values is None else _mean_of_finite(values[:, row], step)
                 live.last = live.evaluate(final)
