@@ -82,6 +82,10 @@ class Recorder(Callback):
         # every event of a pack is recorded for each member it concerns.
         self.packs: dict[str, tuple[str, ...]] = {}
         self.ended: set[str] = set()  # members that failed alone while their pack went on
+        # Trials Tune gave up on with retries left (`_lost_before_start`), and how often each
+        # was: run.py runs them again, each no more often than Tune would have retried it.
+        self.lost: set[str] = set()
+        self.times_lost: dict[str, int] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config (callbacks included) for `Tuner.restore`, which gapsweep
@@ -220,7 +224,26 @@ class Recorder(Callback):
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         error = error_summary(trial.error_file)
         for key in self._keys(trial):
-            self._end(key, "failed", self.last_metrics.get(key), error)
+            if self._lost_before_start(key, trial):
+                self.lost.add(key)
+                self.progress.update(key, status="pending")
+            else:
+                self._end(key, "failed", self.last_metrics.get(key), error)
+
+    def _lost_before_start(self, key: str, trial: Any) -> bool:
+        """Whether Tune ended the trial with retries left: it retries a trial whose worker dies
+        while it runs, but not a pending one whose reused worker died while being readied for
+        it (a SIGKILLed or OOM-killed worker). Such a trial has not failed; it is left
+        unfinished for run.py to run again, as often as Tune would have retried it."""
+        if not bool(trial.should_recover()):
+            return False
+        self.times_lost[key] = self.times_lost.get(key, 0) + 1
+        return self.times_lost[key] <= int(trial.max_failures)
+
+    def take_lost(self) -> set[str]:
+        """The trials lost since the last call (see `_lost_before_start`)."""
+        lost, self.lost = self.lost, set()
+        return lost
 
     def flush(self) -> None:
         """Write everything gathered: the store's writes in one transaction, then each trial's

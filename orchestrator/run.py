@@ -203,6 +203,13 @@ def _run_sweep(
     try:
         with Live(progress, console=console, refresh_per_second=2, transient=False):
             _run_tune(plan, todo, settings, store, recorder, stopper)
+            # Trials Tune gave up on with retries left (Recorder._lost_before_start) run again;
+            # a study's go on at its next submit, which rebuilds it from the store.
+            while plan.spec.search is None and (lost := recorder.take_lost()):
+                if stopper.stop_all():
+                    break  # a cancel or a lost lease: they are stopped, as the rest
+                again = [t for t in todo if t.key in lost]
+                _run_tune(plan, again, settings, store, recorder, stopper)
     finally:
         recorder.flush_at_end()  # what Tune reported since the last batch (Ctrl-C too)
         if writer.away:  # results still wait for the store: at most wait_s more
