@@ -20,14 +20,16 @@ if TYPE_CHECKING:
 OPEN_HORIZON = 2**40  # steps: past any trial's end
 
 
-def tune_scheduler(spec: SweepSpec, total_steps: int | None) -> TrialScheduler | None:
-    """Tune's scheduler for the spec (None without one). `total_steps`: the longest trial's,
-    which Hyperband needs to size its brackets."""
+def tune_scheduler(spec: SweepSpec, total_steps: int | None) -> TrialScheduler:
+    """Tune's scheduler for the spec (first in, first out without one). `total_steps`: the
+    longest trial's, which Hyperband needs to size its brackets."""
     from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, MedianStoppingRule
+
+    from orchestrator.trial_queue import QueuedFIFO
 
     chosen = spec.scheduler
     if chosen is None:
-        return None
+        return QueuedFIFO()
     metric, mode = spec.primary.name, spec.primary.mode
     if chosen.kind == "median":
         return MedianStoppingRule(
