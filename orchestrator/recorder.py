@@ -33,10 +33,10 @@ from orchestrator.progress import SweepProgress
 from orchestrator.report_batch import MirrorDue, ReportBatch
 from orchestrator.result import STEP, PackResult, TrialResult
 from orchestrator.store.buffered import BufferedWriter
-from orchestrator.store.engine import TransientStoreError
 from orchestrator.store.pending import Write
 from orchestrator.trace import Trace
 from orchestrator.tracking.mirror import MlflowMirror
+from orchestrator.tracking.mirror_thread import MirrorThread
 
 P = ParamSpec("P")
 
@@ -73,6 +73,8 @@ class Recorder(Callback):
         self.placed: set[str] = set()
         self.terminal_errors: dict[str, str] = {}
         self.tags_due: dict[str, dict[str, str]] = {}  # run tags MLflow has not been given yet
+        # MLflow's share of every event, run in order off Tune's loop (tracking/mirror_thread.py).
+        self.mlflow = MirrorThread(mirror, self.tags_due)
         # Whether the run's stopper is ending the sweep: Tune then ends every trial as if done.
         self.stopping = stopping or (lambda: writer.over_bound)
         # With a scheduler, which may end trials early: each trial's steps when it trains to
@@ -253,8 +255,9 @@ class Recorder(Callback):
             self._hand_over(key, due)
 
     def flush_at_end(self) -> None:
-        """The last batch, as the sweep ends or is stopped. A store that refuses it is said, not
-        raised, so that the driver still settles what waits and marks unfinished trials."""
+        """The last batch, as the sweep ends or is stopped, and MLflow's share of everything
+        handed to it. A store that refuses it is said, not raised, so that the driver still
+        settles what waits and marks unfinished trials."""
         try:
             self.flush()
         except LeaseLostError:
@@ -264,6 +267,8 @@ class Recorder(Callback):
                 f"{exc}; the last reports of the running trials are not recorded: submitting "
                 "the sweep again runs them from their last recorded checkpoint"
             )
+        finally:
+            self.mlflow.close()
 
     def _write(self, op: str, key: str, **args: Any) -> None:
         """A write other than a report's: at once, after the reports gathered before it."""
@@ -295,17 +300,15 @@ class Recorder(Callback):
     def _mirror(
         self, key: str, hand_over: Callable[[], None], tags: dict[str, str] | None = None
     ) -> None:
-        """Hand MLflow what the store has just taken. While writes wait for the store (or when
-        the mirror's own store call fails), the trial is caught up from the store later."""
+        """Hand MLflow what the store has just taken, on the mirror's thread. While writes wait
+        for the store (or when the mirror's own store call fails), the trial is caught up from
+        the store later."""
         if not self.writer.away:
-            try:
-                hand_over()
-                return
-            except TransientStoreError:
-                pass
+            self.mlflow.hand(key, hand_over, tags)
+            return
         if tags:
             self.tags_due[key] = tags
-        self.mirror.catch_up_later(key)
+        self.mlflow.hand(key, lambda: self.mirror.catch_up_later(key), logs=False)
 
 
 def error_summary(error_file: str | None) -> str:
