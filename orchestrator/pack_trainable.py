@@ -52,8 +52,9 @@ class PackCheckpoints:
     checkpoint.
     """
 
-    def __init__(self, resume: dict[str, str]) -> None:
+    def __init__(self, resume: dict[str, str], names: dict[str, str]) -> None:
         self.resume = resume
+        self.names = names  # the members' names, on the pictures drawn of their final states
         self.restored: Path | None = None
         self.pending: Path | None = None
         self.latest = Path(tempfile.mkdtemp(prefix="gapsweep-pack-latest-"))
@@ -86,7 +87,10 @@ class PackCheckpoints:
         return state
 
     def save(self, key: str, state: TrainState) -> None:
+        from orchestrator.tracking.artifacts import draw_beside  # matplotlib: only when drawn
+
         save_state(state, self._pending() / key)
+        draw_beside(self._pending() / key, self.names.get(key, key))
 
     def _pending(self) -> Path:
         if self.pending is None:
@@ -195,17 +199,22 @@ def run_unit(
     configs: dict[str, str],
     resume: dict[str, str],
     packs: dict[str, list[str]],
+    names: dict[str, str],
 ) -> None:
     """What Tune runs for each of its trials: a pack's members trained together, or a trial
     alone (trainable.run_trial)."""
     if param_space["trial_key"] not in packs:
-        run_trial(param_space, trainer=trainer, configs=configs, resume=resume)
+        run_trial(param_space, trainer=trainer, configs=configs, resume=resume, names=names)
     else:
-        _run_pack(packs[param_space["trial_key"]], trainer, configs, resume)
+        _run_pack(packs[param_space["trial_key"]], trainer, configs, resume, names)
 
 
 def _run_pack(
-    pack: list[str], trainer: str, configs: dict[str, str], resume: dict[str, str]
+    pack: list[str],
+    trainer: str,
+    configs: dict[str, str],
+    resume: dict[str, str],
+    names: dict[str, str],
 ) -> None:
     from trainers.pack.train import Member, train_pack  # torch is imported in workers only
 
@@ -213,7 +222,7 @@ def _run_pack(
     gpus = take_assigned_resources()
     node = ray.get_runtime_context().get_node_id()
     placement = Placement(node_id=node, host=socket.gethostname(), entered_at=entered_at)
-    checkpoints = PackCheckpoints(resume)
+    checkpoints = PackCheckpoints(resume, names)
     keys = [k for k in pack if k not in checkpoints.failed]
     reporter = _PackReporter(trainer, placement, keys, checkpoints)
     entry = TRAINERS[trainer]

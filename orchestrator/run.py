@@ -317,6 +317,7 @@ def _run_tune(
         configs={t.key: t.config_json for t in todo},
         resume={t.key: path for t in todo if (path := checkpoints.get(t.key))},
         packs={key: list(members) for key, members in recorder.packs.items()},
+        names={t.key: t.name for t in todo},
     )
     resources = tune_resources(spec, recorder.packs)
     search = _search(plan, store, recorder, settings.rerun_failed)

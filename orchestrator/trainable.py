@@ -39,8 +39,9 @@ class TuneCheckpoints:
     travelled with, so that a trial resumed at its last step can report them again.
     """
 
-    def __init__(self, resume_from: str | None) -> None:
+    def __init__(self, resume_from: str | None, title: str) -> None:
         self.resume_from = resume_from
+        self.title = title  # the trial's name, on the pictures its worker draws
         self.pending: Path | None = None
         self.restored_step: int | None = None
         self.restored_metrics: dict[str, float] | None = None  # of the restored checkpoint
@@ -73,9 +74,12 @@ class TuneCheckpoints:
         return state
 
     def save(self, state: TrainState) -> None:
+        from orchestrator.tracking.artifacts import draw_beside  # matplotlib: only when drawn
+
         self.discard()
         self.pending = Path(tempfile.mkdtemp(prefix="gapsweep-ckpt-"))
         save_state(state, self.pending)
+        draw_beside(self.pending, self.title)
 
     def report(self, result: TrialResult) -> None:
         if self.pending is None:
@@ -136,7 +140,12 @@ class InjectedFault:
 
 
 def run_trial(
-    param_space: dict[str, Any], *, trainer: str, configs: dict[str, str], resume: dict[str, str]
+    param_space: dict[str, Any],
+    *,
+    trainer: str,
+    configs: dict[str, str],
+    resume: dict[str, str],
+    names: dict[str, str],
 ) -> None:
     entered_at = time.time()
     key = param_space["trial_key"]
@@ -149,7 +158,7 @@ def run_trial(
         host=socket.gethostname(),
         entered_at=entered_at,
     )
-    checkpoints = TuneCheckpoints(resume.get(key))
+    checkpoints = TuneCheckpoints(resume.get(key), names.get(key, key))
     report = _Reporter(trainer, entry, placement, checkpoints, InjectedFault.from_env(key))
     try:
         final = entry.run(config, report, checkpoints, gpus)

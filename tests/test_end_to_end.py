@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import mlflow_runs
+from tests.helpers import mlflow_runs, stored
 from tests.helpers import orchestrator as orchestrator  # test_report and test_warm_start use it
 
 pytestmark = pytest.mark.slow
@@ -86,6 +86,15 @@ def test_mlflow_has_one_parent_and_a_nested_child_per_trial(
             assert math.isfinite(child.data.metrics[name])
     artifacts = [a.path for a in client.list_artifacts(parent.info.run_id)]
     assert "spec.yaml" in artifacts
+
+
+def test_each_trials_pictures_were_drawn_by_its_worker(finished_sweep: tuple[Path, str]) -> None:
+    """The driver only uploads them: they are in each trial's final checkpoint."""
+    workdir, _ = finished_sweep
+    for trial in stored(workdir, "tiny"):
+        assert trial.checkpoint_path is not None
+        drawn = {p.name for p in (Path(trial.checkpoint_path) / "artifacts").iterdir()}
+        assert {"embeddings_sample.npz", "modalities_2d.png"} <= drawn
 
 
 def test_results_json_lists_every_trial(finished_sweep: tuple[Path, str]) -> None:

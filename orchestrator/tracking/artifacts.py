@@ -17,34 +17,57 @@ from orchestrator.store.views import TrialView
 EMBEDDING_SAMPLE = 1000  # rows per modality: enough for the picture and for re-analysis
 
 
+# In a trial's final checkpoint: its embedding artifacts, drawn by its worker (`draw_beside`), so
+# that the driver only uploads them. Checkpoints from before have none; the driver draws those.
+DRAWN_DIR = "artifacts"
+
+
 def write_trial_artifacts(view: TrialView, folder: Path) -> list[Path]:
-    """Write the trial's artifacts into `folder`; the embedding files only when it saved some."""
+    """Write the trial's artifacts into `folder`; the embedding files only when it saved some
+    (those its worker drew are taken from its checkpoint as they are)."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump(view.config, sort_keys=False))
     metrics = folder / "metrics.json"
     summary = {"key": view.key, "status": view.status, "metrics": view.metrics}
     metrics.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return [config, metrics, *_embedding_artifacts(view, folder)]
+    if view.checkpoint_path is None:
+        return [config, metrics]
+    checkpoint = Path(view.checkpoint_path)
+    drawn = checkpoint / DRAWN_DIR
+    if drawn.is_dir():
+        return [config, metrics, *sorted(p for p in drawn.iterdir() if p.is_file())]
+    return [config, metrics, *_embedding_artifacts(checkpoint, view.name, folder)]
 
 
-def _embedding_artifacts(view: TrialView, folder: Path) -> list[Path]:
+def draw_beside(checkpoint: Path, title: str) -> None:
+    """In a worker: the embedding artifacts of a checkpoint that holds the trial's final
+    embeddings, drawn into its DRAWN_DIR (the picture alone takes the driver half a second a
+    trial, which thousands of small trials cannot spare)."""
+    from trainers.checkpoint import EMBEDDINGS_FILE
+
+    if (checkpoint / EMBEDDINGS_FILE).is_file():
+        _embedding_artifacts(checkpoint, title, checkpoint / DRAWN_DIR)
+
+
+def _embedding_artifacts(checkpoint: Path, title: str, folder: Path) -> list[Path]:
     from trainers.checkpoint import EMBEDDINGS_FILE, load_embeddings
     from trainers.errors import DataError
 
-    if view.checkpoint_path is None or not (Path(view.checkpoint_path) / EMBEDDINGS_FILE).is_file():
+    if not (checkpoint / EMBEDDINGS_FILE).is_file():
         return []
     try:
-        arrays = load_embeddings(Path(view.checkpoint_path))
+        arrays = load_embeddings(checkpoint)
     except DataError:
         return []  # a damaged file costs the picture, not the trial's other artifacts
+    folder.mkdir(parents=True, exist_ok=True)
     written = _prompts(arrays, folder, "", "prompts.json")
     written += _prompts(arrays, folder, "folder_", "folder_prompts.json")
     sample = {k: np.asarray(v)[:EMBEDDING_SAMPLE] for k, v in arrays.items()}
     npz = folder / "embeddings_sample.npz"
     np.savez_compressed(npz, **sample)  # type: ignore[arg-type]
     written.append(npz)
-    figure = modality_map({view.name: sample})
+    figure = modality_map({title: sample})
     if figure is not None:
         png = folder / "modalities_2d.png"
         figure.savefig(png, dpi=110, bbox_inches="tight")
