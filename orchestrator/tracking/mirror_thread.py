@@ -73,11 +73,10 @@ class MirrorThread:
             except LeaseLostError:
                 self.lease_lost = True  # another driver runs the sweep; the stopper ends this one
             except Exception as exc:  # never lose the thread: the trial is caught up later
-                self.mirror.warn(f"MLflow: {without_passwords(str(exc))[:300]}")
+                self.mirror.warn(
+                    f"MLflow's share of trial {key}: {without_passwords(str(exc))[:300]}"
+                )
                 self.mirror.catch_up_later(key)
-            finally:
-                self.queue.task_done()
-        self.queue.task_done()
 
     def _lease_held(self) -> bool:
         if self.lease_lost:
