@@ -57,7 +57,11 @@ def recorder(tmp_path: Path, local_ray: None) -> Iterator[tuple[Recorder, Result
         for key in ("k0", "k1"):
             progress.add(key, key, {})
         writer = writer_for(store, tmp_path, fence.epoch, [])
-        yield Recorder(writer, mirror, progress, ("gap_norm",)), store
+        made = Recorder(writer, mirror, progress, ("gap_norm",))
+        try:
+            yield made, store
+        finally:
+            made.mlflow.close()  # its MLflow work done before the stores close
 
 
 def failed_trial(tmp_path: Path, key: str, failures: int) -> Trial:

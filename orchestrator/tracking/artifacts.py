@@ -44,10 +44,7 @@ def draw_beside(checkpoint: Path, title: str) -> None:
     """In a worker: the embedding artifacts of a checkpoint that holds the trial's final
     embeddings, drawn into its DRAWN_DIR (the picture alone takes the driver half a second a
     trial, which thousands of small trials cannot spare)."""
-    from trainers.checkpoint import EMBEDDINGS_FILE
-
-    if (checkpoint / EMBEDDINGS_FILE).is_file():
-        _embedding_artifacts(checkpoint, title, checkpoint / DRAWN_DIR)
+    _embedding_artifacts(checkpoint, title, checkpoint / DRAWN_DIR)
 
 
 def _embedding_artifacts(checkpoint: Path, title: str, folder: Path) -> list[Path]:
